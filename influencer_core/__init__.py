@@ -1,0 +1,33 @@
+"""influencer_core: torch-only losses for query-based segmentation without matching.
+
+* :class:`MaskInfluencerLoss` - reference mask-matrix Influencer Loss (queries x points logits).
+* :class:`InfluencerLoss` - condensation form (per-point embeddings and betas).
+* :mod:`influencer_core.hungarian` - Mask2Former/OneFormer3D-style Hungarian baseline.
+* :func:`build_criterion` - one criterion interface; the assignment is chosen by name.
+"""
+from .condensation import InfluencerLoss
+from .criterion import (
+    CRITERIA,
+    HungarianCriterion,
+    ReferenceInfluencerCriterion,
+    SetCriterion,
+    build_criterion,
+    register_criterion,
+)
+from .mask_influencer import MaskInfluencerLoss
+from .targets import MaskBatch, pack_masks, pad_logits
+
+__version__ = "0.1.0"
+__all__ = [
+    "CRITERIA",
+    "HungarianCriterion",
+    "InfluencerLoss",
+    "MaskBatch",
+    "MaskInfluencerLoss",
+    "ReferenceInfluencerCriterion",
+    "SetCriterion",
+    "build_criterion",
+    "pack_masks",
+    "pad_logits",
+    "register_criterion",
+]

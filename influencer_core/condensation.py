@@ -1,0 +1,123 @@
+"""Condensation-form Influencer Loss (per-point embeddings and betas).
+
+Every point ``i`` carries an embedding ``x_i`` [D] and a condensation logit
+``beta_i``.  The *influencer* of instance ``k`` is its point with the highest
+beta.  Terms (each a per-image mean, then a mean over images):
+
+* attractive = mean_k mean_{i in k} ||x_i - x_{infl(k)}||^2
+* repulsive  = mean_{k != l} relu(margin - ||x_{infl(k)} - x_{infl(l)}||_2)
+* beta       = mean_k BCE(beta_{infl(k)}, 1) + mean_{i in background} BCE(beta_i, 0)
+
+The influencer choice (an argmax) carries no gradient; embeddings get it
+through the distances, betas through the BCE.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["InfluencerLoss"]
+
+
+class InfluencerLoss(nn.Module):
+    """Condensation Influencer Loss.
+
+    forward(embeddings [N, D] or [B, N, D], beta_logits [N] or [B, N],
+            instance_ids [N] or [B, N] long, -1 for background,
+            num_instances: int, optional upper bound on ids + 1)
+    -> {'loss', 'attractive', 'repulsive', 'beta'}; only 'loss' carries gradient.
+
+    Without ``num_instances`` the bound is read from ``instance_ids.max()``
+    (one host sync); pass it to keep the loss sync-free.
+    """
+
+    def __init__(
+        self,
+        attr_weight: float = 1.0,
+        rep_weight: float = 1.0,
+        beta_weight: float = 1.0,
+        rep_margin: float = 1.0,
+    ):
+        super().__init__()
+        self.attr_weight = attr_weight
+        self.rep_weight = rep_weight
+        self.beta_weight = beta_weight
+        self.rep_margin = rep_margin
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        beta_logits: Tensor,
+        instance_ids: Tensor,
+        num_instances: Optional[int] = None,
+    ) -> Dict[str, Tensor]:
+        if embeddings.dim() == 2:
+            embeddings, beta_logits, instance_ids = embeddings[None], beta_logits[None], instance_ids[None]
+        if embeddings.dim() != 3 or beta_logits.shape != embeddings.shape[:2] or instance_ids.shape != beta_logits.shape:
+            raise ValueError(
+                "expected embeddings [B, N, D], beta_logits [B, N] and instance_ids [B, N]; got "
+                f"{tuple(embeddings.shape)}, {tuple(beta_logits.shape)}, {tuple(instance_ids.shape)}"
+            )
+        if instance_ids.dtype.is_floating_point:
+            raise TypeError("instance_ids must be an integer tensor (-1 for background)")
+        x = embeddings.float()
+        beta = beta_logits.float()
+        ids = instance_ids.long()
+        b, n, _ = x.shape
+        k = int(ids.max().clamp(min=-1)) + 1 if num_instances is None else int(num_instances)
+        k = max(k, 1)
+
+        fg = ids >= 0
+        # Global instance slot per point: image b, instance j -> b * k + j; background -> dummy slot.
+        dummy = b * k
+        slot = torch.where(fg, ids + torch.arange(b, device=ids.device)[:, None] * k, torch.full_like(ids, dummy))
+        slot = slot.view(-1)
+        flat_beta = beta.view(-1).detach()
+        best = torch.full((dummy + 1,), float("-inf"), device=x.device)
+        best = best.scatter_reduce(0, slot, flat_beta, reduce="amax", include_self=True)
+        is_best = (flat_beta == best[slot]) & fg.view(-1)
+        idx = torch.arange(b * n, device=x.device)
+        big = torch.full((dummy + 1,), b * n, device=x.device, dtype=torch.long)
+        infl = big.scatter_reduce(0, slot, torch.where(is_best, idx, torch.full_like(idx, b * n)), reduce="amin")
+        infl = infl[:dummy].view(b, k)  # flat point index of each instance's influencer
+        present = infl < b * n  # [B, K]
+        infl_safe = infl.clamp(max=b * n - 1)
+
+        flat_x = x.reshape(b * n, -1)
+        x_inf = flat_x[infl_safe.view(-1)].view(b, k, -1)  # [B, K, D]
+        presf = present.float()
+
+        # attractive: per-instance mean squared distance of its points to its influencer
+        d2 = (flat_x - flat_x[infl_safe.view(-1)[slot.clamp(max=dummy - 1)]]).pow(2).sum(-1)
+        d2 = d2 * fg.view(-1).float()
+        per_inst = torch.zeros(dummy + 1, device=x.device).index_add(0, slot, d2)[:dummy].view(b, k)
+        counts = torch.zeros(dummy + 1, device=x.device).index_add(0, slot, fg.view(-1).float())[:dummy].view(b, k)
+        n_inst = presf.sum(1)
+        attractive = (per_inst / counts.clamp(min=1) * presf).sum(1) / n_inst.clamp(min=1)
+
+        # repulsive: hinge between the influencers of different instances of one image
+        diff = x_inf.unsqueeze(2) - x_inf.unsqueeze(1)
+        dist = diff.pow(2).sum(-1).clamp(min=1e-12).sqrt()
+        off = ~torch.eye(k, dtype=torch.bool, device=x.device)
+        pair = (present.unsqueeze(2) & present.unsqueeze(1) & off).float()
+        repulsive = (torch.relu(self.rep_margin - dist) * pair).sum((1, 2)) / pair.sum((1, 2)).clamp(min=1)
+
+        # beta: influencers -> 1, background points -> 0
+        beta_inf = beta.view(-1)[infl_safe.view(-1)].view(b, k)
+        pos = F.binary_cross_entropy_with_logits(beta_inf, torch.ones_like(beta_inf), reduction="none")
+        pos = (pos * presf).sum(1) / n_inst.clamp(min=1)
+        bgf = (~fg).float()
+        neg = F.binary_cross_entropy_with_logits(beta, torch.zeros_like(beta), reduction="none")
+        neg = (neg * bgf).sum(1) / bgf.sum(1).clamp(min=1)
+        beta_term = pos + neg
+
+        per_image = self.attr_weight * attractive + self.rep_weight * repulsive + self.beta_weight * beta_term
+        return {
+            "loss": per_image.mean(),
+            "attractive": attractive.mean().detach(),
+            "repulsive": repulsive.mean().detach(),
+            "beta": beta_term.mean().detach(),
+        }

@@ -1,0 +1,329 @@
+"""One criterion interface for query-based segmentation, assignment chosen by name.
+
+``outputs`` follow Mask2Former:
+
+* ``pred_logits``: [B, Q, C+1] class logits (last column = "no object");
+* ``pred_masks``: [B, Q, H, W] mask logits (images: losses on sampled points), or
+  [B, Q, P] / a list of B tensors [Q, P_b] (points or superpoints: no sampling);
+* ``aux_outputs``: optional list of dicts with the same two keys (deep supervision).
+
+``targets`` is a list of B dicts with ``labels`` [K_b] (int64) and ``masks``
+[K_b, H, W] or [K_b, P_b].  The criterion returns *unweighted* losses keyed
+``loss_*`` (with ``_i`` suffixes for ``aux_outputs[i]``) plus detached
+statistics under other keys; ``criterion.weight_dict`` / ``total_loss()`` apply
+the weights.  Build one with ``build_criterion(name, num_classes=..., ...)``;
+``CRITERIA`` lists the names.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, List, Optional, Sequence, Type
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .hungarian import (
+    dice_per_mask,
+    linear_assignment,
+    pairwise_class_cost,
+    pairwise_dice,
+    pairwise_sigmoid_ce,
+    sigmoid_ce_per_mask,
+)
+from .mask_influencer import MaskInfluencerLoss
+from .point_sampling import point_sample, sample_shared_points, uncertain_point_coords
+from .targets import MaskBatch, pack_masks, pad_logits
+
+__all__ = ["CRITERIA", "register_criterion", "build_criterion", "SetCriterion",
+           "HungarianCriterion", "ReferenceInfluencerCriterion"]
+
+CRITERIA: Dict[str, Type["SetCriterion"]] = {}
+_SUFFIX = re.compile(r"_\d+$")
+
+
+def register_criterion(name: str) -> Callable[[Type["SetCriterion"]], Type["SetCriterion"]]:
+    def deco(cls):
+        if name in CRITERIA:
+            raise KeyError(f"criterion '{name}' is already registered")
+        CRITERIA[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def build_criterion(name: str, **kwargs) -> "SetCriterion":
+    """Build a registered criterion, e.g. ``build_criterion('hungarian', num_classes=133)``."""
+    if name not in CRITERIA:
+        raise KeyError(f"unknown criterion '{name}'; choose one of {sorted(CRITERIA)}")
+    return CRITERIA[name](**kwargs)
+
+
+def _is_dist() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+class SetCriterion(nn.Module):
+    """Shared machinery: input checks, deep supervision, loss weights, class loss."""
+
+    name = "base"
+    #: base loss names -> constructor argument holding their weight
+    loss_weights: Dict[str, str] = {}
+
+    def __init__(self, num_classes: int, class_weight: float = 2.0, no_object_weight: float = 0.1,
+                 num_points: int = 12544, deep_supervision: bool = True):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.class_weight = class_weight
+        self.no_object_weight = no_object_weight
+        self.num_points = num_points
+        self.deep_supervision = deep_supervision
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = no_object_weight
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+    # ---- weights -----------------------------------------------------------------
+    def base_weights(self) -> Dict[str, float]:
+        return {k: float(getattr(self, attr)) for k, attr in self.loss_weights.items()}
+
+    def weight_dict_for(self, num_aux: int) -> Dict[str, float]:
+        """Weights of every loss key for a model with ``num_aux`` auxiliary layers."""
+        base = self.base_weights()
+        out = dict(base)
+        for i in range(num_aux):
+            out.update({f"{k}_{i}": v for k, v in base.items()})
+        return out
+
+    def weight_of(self, key: str) -> float:
+        base = self.base_weights()
+        name = key if key in base else _SUFFIX.sub("", key)
+        if name not in base:
+            raise KeyError(f"loss '{key}' has no weight in criterion '{self.name}' (known: {sorted(base)})")
+        return base[name]
+
+    def total_loss(self, losses: Dict[str, Tensor]) -> Tensor:
+        """Weighted sum of every ``loss_*`` entry (statistics are skipped)."""
+        terms = [self.weight_of(k) * v for k, v in losses.items() if k.startswith("loss_")]
+        if not terms:
+            raise ValueError("no loss_* entries to sum")
+        return torch.stack(terms).sum()
+
+    # ---- inputs ------------------------------------------------------------------
+    def _check(self, outputs: Dict, targets: Sequence[Dict]) -> None:
+        for key in ("pred_logits", "pred_masks"):
+            if key not in outputs:
+                raise KeyError(f"outputs lack '{key}'; expected Mask2Former-style outputs with pred_logits and pred_masks")
+        logits = outputs["pred_logits"]
+        if logits.dim() != 3 or logits.shape[-1] != self.num_classes + 1:
+            raise ValueError(
+                f"pred_logits must be [B, Q, {self.num_classes + 1}] (num_classes + 1 for 'no object'), "
+                f"got {tuple(logits.shape)}: set num_classes to match the class head"
+            )
+        if len(targets) != logits.shape[0]:
+            raise ValueError(f"{len(targets)} targets for a batch of {logits.shape[0]}: pass one dict per image")
+        for b, t in enumerate(targets):
+            if "labels" not in t or "masks" not in t:
+                raise KeyError(f"target {b} needs 'labels' and 'masks'")
+            if t["masks"].shape[0] != t["labels"].shape[0]:
+                raise ValueError(f"target {b}: {t['masks'].shape[0]} masks but {t['labels'].shape[0]} labels")
+
+    @staticmethod
+    def is_image_mode(pred_masks) -> bool:
+        return isinstance(pred_masks, Tensor) and pred_masks.dim() == 4
+
+    def class_loss(self, class_logits: Tensor, target_classes: Tensor) -> Tensor:
+        """Weighted CE over all queries: [B, Q, C+1], [B, Q] (C = no object)."""
+        return F.cross_entropy(class_logits.float().transpose(1, 2), target_classes,
+                               self.empty_weight.to(class_logits.device))
+
+    # ---- main loop -----------------------------------------------------------------
+    def prepare(self, outputs: Dict, targets: Sequence[Dict]) -> Dict:
+        """Per-forward state shared by all layers (e.g. sampled target points)."""
+        return {}
+
+    def layer_losses(self, layer: Dict, targets: Sequence[Dict], state: Dict) -> Dict[str, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, outputs: Dict, targets: Sequence[Dict]) -> Dict[str, Tensor]:
+        self._check(outputs, targets)
+        state = self.prepare(outputs, targets)
+        losses = self.layer_losses(outputs, targets, state)
+        if self.deep_supervision:
+            for i, aux in enumerate(outputs.get("aux_outputs", []) or []):
+                aux_losses = self.layer_losses(aux, targets, state)
+                losses.update({f"{k}_{i}": v for k, v in aux_losses.items() if k.startswith("loss_")})
+        return losses
+
+
+@register_criterion("hungarian")
+class HungarianCriterion(SetCriterion):
+    """Mask2Former's matcher + SetCriterion semantics.
+
+    Matching cost: class_weight * (-p_class) + mask_weight * BCE + dice_weight * dice,
+    on ``num_points`` uniform points shared by all queries and targets of an image.
+    Losses: CE with no-object weight over all queries; BCE and dice on matched
+    pairs at importance-sampled points (``num_points``, ``oversample_ratio``,
+    ``importance_sample_ratio``), summed and divided by the number of target masks
+    across workers.  Point-mode predictions use every point, no sampling.
+    """
+
+    loss_weights = {"loss_ce": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight"}
+
+    def __init__(self, num_classes: int, class_weight: float = 2.0, mask_weight: float = 5.0,
+                 dice_weight: float = 5.0, no_object_weight: float = 0.1, num_points: int = 12544,
+                 oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75,
+                 deep_supervision: bool = True):
+        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+        self.mask_weight = mask_weight
+        self.dice_weight = dice_weight
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+
+    def prepare(self, outputs, targets):
+        num = sum(int(t["labels"].shape[0]) for t in targets)
+        num_masks = torch.as_tensor([float(num)], device=outputs["pred_logits"].device)
+        if _is_dist():
+            torch.distributed.all_reduce(num_masks)
+            num_masks = num_masks / torch.distributed.get_world_size()
+        return {"num_masks": num_masks.clamp(min=1)[0]}
+
+    @torch.no_grad()
+    def match(self, layer: Dict, targets: Sequence[Dict]):
+        """[(query idx, target idx)] per image, minimising the matching cost."""
+        logits, masks = layer["pred_logits"], layer["pred_masks"]
+        image_mode = self.is_image_mode(masks)
+        costs = []
+        for b, t in enumerate(targets):
+            if image_mode:
+                coords = torch.rand(self.num_points, 2, device=logits.device)
+                out = sample_shared_points(masks[b], coords)
+                tgt = sample_shared_points(t["masks"].to(logits.device), coords)
+            else:
+                out = masks[b].float()
+                tgt = t["masks"].to(out.device).float()
+            cost = (self.mask_weight * pairwise_sigmoid_ce(out, tgt)
+                    + self.class_weight * pairwise_class_cost(logits[b], t["labels"].to(logits.device))
+                    + self.dice_weight * pairwise_dice(out, tgt))
+            costs.append(cost)
+        return linear_assignment(costs)
+
+    def layer_losses(self, layer, targets, state):
+        logits, masks = layer["pred_logits"], layer["pred_masks"]
+        indices = self.match(layer, targets)
+        device = logits.device
+        b_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)])
+        q_idx = torch.cat([q for q, _ in indices])
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.long, device=device)
+        matched_labels = torch.cat([t["labels"].to(device)[k] for t, (_, k) in zip(targets, indices)])
+        target_classes[b_idx, q_idx] = matched_labels
+        loss_ce = self.class_loss(logits, target_classes)
+
+        if self.is_image_mode(masks):
+            src = masks[b_idx, q_idx].unsqueeze(1)  # [M, 1, H, W]
+            with torch.no_grad():
+                coords = uncertain_point_coords(src.detach().float(), self.num_points,
+                                                self.oversample_ratio, self.importance_sample_ratio)
+            point_logits = point_sample(src.float(), coords)[:, 0]
+            labels = []
+            start = 0
+            for t, (_, k) in zip(targets, indices):
+                m = len(k)
+                if m:
+                    tm = t["masks"].to(device)[k].unsqueeze(1).float()
+                    labels.append(point_sample(tm, coords[start:start + m])[:, 0])
+                start += m
+            point_labels = torch.cat(labels) if labels else point_logits.new_zeros(point_logits.shape)
+        else:
+            point_logits = torch.cat([masks[b][q].float() for b, (q, _) in enumerate(indices)]) if len(q_idx) else None
+            point_labels = torch.cat([t["masks"].to(device)[k].float() for t, (_, k) in zip(targets, indices)]) if len(q_idx) else None
+            if point_logits is None:  # no targets in the batch: zero loss that still reaches the masks
+                zero = sum(m.sum() for m in masks) * 0.0 if isinstance(masks, (list, tuple)) else masks.sum() * 0.0
+                return {"loss_ce": loss_ce, "loss_mask": zero, "loss_dice": zero}
+        num_masks = state["num_masks"]
+        return {
+            "loss_ce": loss_ce,
+            "loss_mask": sigmoid_ce_per_mask(point_logits, point_labels).sum() / num_masks,
+            "loss_dice": dice_per_mask(point_logits, point_labels).sum() / num_masks,
+        }
+
+
+@register_criterion("influencer_reference")
+class ReferenceInfluencerCriterion(SetCriterion):
+    """The reference mask-matrix Influencer Loss, no matching.
+
+    Mask term: :class:`MaskInfluencerLoss` on all queries (image mode: on
+    ``num_points`` uniform points shared by all queries, targets and layers).
+    Class targets: each instance labels the query with its highest profile
+    (a query claimed by several instances takes the one with the highest
+    profile); other queries are "no object".  Known to have degenerate minima.
+    """
+
+    loss_weights = {"loss_ce": "class_weight", "loss_influencer": "influencer_weight"}
+
+    def __init__(self, num_classes: int, class_weight: float = 2.0, influencer_weight: float = 1.0,
+                 no_object_weight: float = 0.1, num_points: int = 12544, deep_supervision: bool = True,
+                 attr_weight: float = 1.0, rep_weight: float = 1.0, bg_weight: float = 1.0,
+                 rep_margin: float = 1.0, temperature: float = 1.0, eps: float = 1e-6):
+        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+        self.influencer_weight = influencer_weight
+        self.mask_loss = MaskInfluencerLoss(attr_weight, rep_weight, bg_weight, rep_margin, temperature, eps)
+
+    def prepare(self, outputs, targets):
+        logits = outputs["pred_logits"]
+        masks = outputs["pred_masks"]
+        device = logits.device
+        if self.is_image_mode(masks):
+            coords = torch.rand(len(targets), self.num_points, 2, device=device)
+            tgt = [sample_shared_points(t["masks"].to(device), coords[b]) for b, t in enumerate(targets)]
+            packed = pack_masks(tgt, self.num_points, device)
+        else:
+            coords = None
+            n_points = masks.shape[-1] if isinstance(masks, Tensor) else max(m.shape[-1] for m in masks)
+            packed = pack_masks([t["masks"].to(device) for t in targets], n_points, device)
+        k = packed.masks.shape[1]
+        labels = torch.full((len(targets), k), self.num_classes, dtype=torch.long, device=device)
+        for b, t in enumerate(targets):
+            labels[b, : t["labels"].shape[0]] = t["labels"].to(device)
+        return {"coords": coords, "targets": packed, "labels": labels}
+
+    def point_logits(self, masks, state) -> Tensor:
+        """Mask logits at the loss's points: [B, Q, P]."""
+        if self.is_image_mode(masks):
+            coords = state["coords"]
+            # queries as channels: one grid_sample per layer for the whole batch
+            return point_sample(masks.float(), coords).contiguous()
+        if isinstance(masks, Tensor):
+            return masks
+        return pad_logits(list(masks))
+
+    def layer_losses(self, layer, targets, state):
+        logits = layer["pred_logits"]
+        packed: MaskBatch = state["targets"]
+        x = self.point_logits(layer["pred_masks"], state)
+        res = self.mask_loss(x, packed)
+        with torch.no_grad():
+            prof, _ = self.mask_loss.profiles(x.detach(), packed)
+            target_classes = self.claim_classes(prof, packed.valid, state["labels"], logits.shape[1])
+        return {
+            "loss_ce": self.class_loss(logits, target_classes),
+            "loss_influencer": res["loss"],
+            "influencer_attractive": res["attractive"],
+            "influencer_repulsive": res["repulsive"],
+            "influencer_background": res["background"],
+        }
+
+    def claim_classes(self, prof: Tensor, valid: Tensor, labels: Tensor, num_queries: int) -> Tensor:
+        """[B, Q] class targets: each instance's best query takes its label."""
+        b, k, q = prof.shape
+        if k == 0:
+            return torch.full((b, num_queries), self.num_classes, dtype=torch.long, device=prof.device)
+        best_q = prof.argmax(2)  # [B, K]
+        claims = F.one_hot(best_q, q).bool() & valid.unsqueeze(-1)  # [B, K, Q]
+        score = torch.where(claims, prof, torch.full_like(prof, float("-inf")))
+        best_k = score.argmax(1)  # [B, Q]
+        claimed = claims.any(1)
+        lab = torch.gather(labels, 1, best_k)
+        return torch.where(claimed, lab, torch.full_like(lab, self.num_classes))

@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Time forward+backward of each criterion at the COCO and S3DIS shapes.
+
+Prints one JSON object per (criterion, case) and a table.  Each measurement
+runs in its own process so peak memory is that case's alone.
+
+    python tools/benchmark_criterion.py                      # all cases, 2 threads
+    python tools/benchmark_criterion.py --cases coco-k7 --repeats 3
+    python tools/benchmark_criterion.py --device cuda --json-out bench.json
+
+Cases: coco-k7 / coco-k50 (B=2, Q=100, 133 classes, 10 layers, 256x256 masks,
+12544 points) and s3dis (B=2, Q=400, 13 classes, P=30000 superpoints, K=20,
+4 layers).  ``speedup_vs_hungarian`` compares against the Hungarian baseline
+measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CASES = {
+    "coco-k7": dict(kind="image", B=2, Q=100, C=133, L=10, H=256, K=7),
+    "coco-k50": dict(kind="image", B=2, Q=100, C=133, L=10, H=256, K=50),
+    "s3dis": dict(kind="points", B=2, Q=400, C=13, L=4, P=30000, K=20),
+}
+
+
+def make_inputs(case: dict, device: str, seed: int = 0):
+    """Random predictions and blob-shaped targets of the case's shape."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    B, Q, C, L, K = case["B"], case["Q"], case["C"], case["L"], case["K"]
+    if case["kind"] == "image":
+        H = case["H"]
+        shape = (B, Q, H, H)
+        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+        targets = []
+        for _ in range(B):
+            c = torch.rand(K, 2, generator=g) * H
+            r = 8 + torch.rand(K, generator=g) * H / 6
+            m = ((yy[None] - c[:, 0, None, None]) ** 2 + (xx[None] - c[:, 1, None, None]) ** 2) < r[:, None, None] ** 2
+            targets.append({"labels": torch.randint(0, C, (K,), generator=g).to(device), "masks": m.to(device)})
+    else:
+        P = case["P"]
+        shape = (B, Q, P)
+        targets = []
+        for _ in range(B):
+            owner = torch.randint(-1, K, (P,), generator=g)
+            m = owner[None] == torch.arange(K)[:, None]
+            targets.append({"labels": torch.randint(0, C, (K,), generator=g).to(device), "masks": m.to(device)})
+    layers = []
+    for _ in range(L):
+        layers.append({
+            "pred_logits": (torch.randn(B, Q, C + 1, generator=g)).to(device).requires_grad_(),
+            "pred_masks": (torch.randn(*shape, generator=g) * 3).to(device).requires_grad_(),
+        })
+    outputs = dict(layers[-1])
+    outputs["aux_outputs"] = layers[:-1]
+    leaves = [t for l in layers for t in l.values()]
+    return outputs, targets, leaves
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_single(criterion: str, case_name: str, device: str, repeats: int, warmup: int, threads: int) -> dict:
+    import torch
+    from influencer_core import build_criterion
+
+    torch.set_num_threads(threads)
+    case = CASES[case_name]
+    crit = build_criterion(criterion, num_classes=case["C"]).to(device)
+    outputs, targets, leaves = make_inputs(case, device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    base = rss_mb()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated() / 2**20
+    times = []
+    for i in range(warmup + repeats):
+        for t in leaves:
+            t.grad = None
+        sync()
+        t0 = time.perf_counter()
+        losses = crit(outputs, targets)
+        crit.total_loss(losses).backward()
+        sync()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20 - base_cuda
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    shape = {k: v for k, v in case.items() if k != "kind"}
+    return {
+        "criterion": criterion,
+        "case": case_name,
+        "shape": shape,
+        "device": device,
+        "threads": threads,
+        "median_ms": round(statistics.median(times), 1),
+        "min_ms": round(min(times), 1),
+        "repeats": repeats,
+        "peak_mem_mb": round(peak, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--criteria", nargs="+", default=None, help="criterion names (default: all registered)")
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--json-out", default=None, help="also write all results to this file")
+    ap.add_argument("--single", nargs=2, metavar=("CRITERION", "CASE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.single:
+        res = run_single(args.single[0], args.single[1], args.device, args.repeats, args.warmup, args.threads)
+        print(json.dumps(res))
+        return
+
+    from influencer_core import CRITERIA
+
+    criteria = args.criteria or ["hungarian"] + sorted(c for c in CRITERIA if c != "hungarian")
+    results = []
+    for case in args.cases:
+        for crit in criteria:
+            cmd = [sys.executable, os.path.abspath(__file__), "--single", crit, case, "--device", args.device,
+                   "--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr)
+                raise SystemExit(f"benchmark of {crit} on {case} failed")
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(res)
+        hung = next((r for r in results if r["case"] == case and r["criterion"] == "hungarian"), None)
+        for r in results:
+            if r["case"] == case:
+                r["speedup_vs_hungarian"] = round(hung["median_ms"] / r["median_ms"], 2) if hung else None
+                if "_printed" not in r:
+                    print(json.dumps(r), flush=True)
+                    r["_printed"] = True
+    for r in results:
+        r.pop("_printed", None)
+    print()
+    print(f"| case | criterion | median ms | peak MB | speedup vs hungarian |")
+    print(f"|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['case']} | {r['criterion']} | {r['median_ms']} | {r['peak_mem_mb']} | {r['speedup_vs_hungarian']} |")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
