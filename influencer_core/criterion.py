@@ -32,7 +32,13 @@ from .hungarian import (
     sigmoid_ce_per_mask,
 )
 from .mask_influencer import MaskInfluencerLoss
-from .point_sampling import point_sample, sample_shared_points, uncertain_point_coords
+from .point_sampling import (
+    gather_pixels,
+    point_sample,
+    sample_pixel_coords,
+    sample_shared_points,
+    uncertain_point_coords,
+)
 from .targets import MaskBatch, pack_masks, pad_logits
 
 __all__ = ["CRITERIA", "register_criterion", "build_criterion", "SetCriterion",
@@ -254,8 +260,10 @@ class HungarianCriterion(SetCriterion):
 class ReferenceInfluencerCriterion(SetCriterion):
     """The reference mask-matrix Influencer Loss, no matching.
 
-    Mask term: :class:`MaskInfluencerLoss` on all queries (image mode: on
-    ``num_points`` uniform points shared by all queries, targets and layers).
+    Mask term: :class:`MaskInfluencerLoss` on all queries (image mode: at
+    ``num_points`` distinct random pixels of the prediction grid, shared by all
+    queries, targets and layers; targets are read at the same image locations
+    at their own resolution).
     Class targets: each instance labels the query with its highest profile
     (a query claimed by several instances takes the one with the highest
     profile); other queries are "no object".  Known to have degenerate minima.
@@ -276,9 +284,10 @@ class ReferenceInfluencerCriterion(SetCriterion):
         masks = outputs["pred_masks"]
         device = logits.device
         if self.is_image_mode(masks):
-            coords = torch.rand(len(targets), self.num_points, 2, device=device)
-            tgt = [sample_shared_points(t["masks"].to(device), coords[b]) for b, t in enumerate(targets)]
-            packed = pack_masks(tgt, self.num_points, device)
+            h, w = masks.shape[-2:]
+            coords = sample_pixel_coords(len(targets), h, w, self.num_points, device)
+            tgt = [gather_pixels(t["masks"].to(device)[None], coords[b:b + 1])[0] for b, t in enumerate(targets)]
+            packed = pack_masks(tgt, coords.shape[1], device)
         else:
             coords = None
             n_points = masks.shape[-1] if isinstance(masks, Tensor) else max(m.shape[-1] for m in masks)
@@ -292,9 +301,7 @@ class ReferenceInfluencerCriterion(SetCriterion):
     def point_logits(self, masks, state) -> Tensor:
         """Mask logits at the loss's points: [B, Q, P]."""
         if self.is_image_mode(masks):
-            coords = state["coords"]
-            # queries as channels: one grid_sample per layer for the whole batch
-            return point_sample(masks.float(), coords).contiguous()
+            return gather_pixels(masks, state["coords"])
         if isinstance(masks, Tensor):
             return masks
         return pad_logits(list(masks))
@@ -303,10 +310,8 @@ class ReferenceInfluencerCriterion(SetCriterion):
         logits = layer["pred_logits"]
         packed: MaskBatch = state["targets"]
         x = self.point_logits(layer["pred_masks"], state)
-        res = self.mask_loss(x, packed)
-        with torch.no_grad():
-            prof, _ = self.mask_loss.profiles(x.detach(), packed)
-            target_classes = self.claim_classes(prof, packed.valid, state["labels"], logits.shape[1])
+        res = self.mask_loss(x, packed, return_per_image=True)
+        target_classes = self.claim_classes(res["profiles"], packed.valid, state["labels"], logits.shape[1])
         return {
             "loss_ce": self.class_loss(logits, target_classes),
             "loss_influencer": res["loss"],

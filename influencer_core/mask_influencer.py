@@ -29,46 +29,86 @@ from .targets import MaskBatch, pack_masks
 __all__ = ["MaskInfluencerLoss", "log_profiles", "influencer_terms"]
 
 
+def _chunk_size(x: Tensor) -> int:
+    """Points per block so a [B, Q, block] slab stays in cache on CPU; GPUs take one block."""
+    b, q, p = x.shape
+    if x.is_cuda:
+        return max(p, 1)
+    return max(512, (1 << 20) // max(b * q, 1))
+
+
 class _LogProfile(torch.autograd.Function):
     """Fused ``S = W @ log(sigmoid(x) + eps)^T`` and ``bg = sigmoid(x) @ w_bg``.
 
     x: [B, Q, P] float32 logits; inst_w: [B, K, P] instance masks divided by their
     sizes (zero rows for padding); bg_w: [B, P] background mask divided by its size.
-    Returns S [B, K, Q] and bg [B, Q].  The backward pass recomputes the sigmoid
-    from ``x`` instead of storing [B, Q, P] intermediates.
+    Returns S [B, K, Q] and bg [B, Q].
+
+    Works block by block over points (cache-resident temporaries) and keeps one
+    [B, Q, P] tensor for backward: the derivative factor, p (1 - p) / (p + eps)
+    on instance points and p (1 - p) on background points.  Instance and
+    background points are disjoint, so backward is one [Q, K+1] x [K+1, P]
+    product times that factor.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, inst_w: Tensor, bg_w: Tensor, eps: float):
-        p = torch.sigmoid(x)
-        bg = torch.bmm(p, bg_w.unsqueeze(-1)).squeeze(-1)
-        logp = p.add_(eps).log_()
-        prof = torch.bmm(inst_w, logp.transpose(1, 2))
-        ctx.save_for_backward(x, inst_w, bg_w)
-        ctx.eps = eps
-        return prof, bg
+    def forward(ctx, x: Tensor, inst_w: Tensor, bg_w: Tensor, eps: float, reuse: bool = True):
+        b, q, p = x.shape
+        need_grad = ctx.needs_input_grad[0]
+        prof = x.new_zeros(b, inst_w.shape[1], q)
+        bg = x.new_zeros(b, q, 1)
+        factor = torch.empty_like(x) if need_grad else None
+        if need_grad:
+            is_bg = (bg_w > 0).to(x.dtype).unsqueeze(1)  # [B, 1, P]
+            not_bg = 1.0 - is_bg
+            den_const = is_bg + eps * not_bg  # den = p + eps off background, 1 on it
+        chunk = _chunk_size(x)
+        for c0 in range(0, p, chunk):
+            sl = slice(c0, min(p, c0 + chunk))
+            prob = torch.sigmoid(x[:, :, sl])
+            bg.baddbmm_(prob, bg_w[:, sl, None])
+            if need_grad:
+                deriv = torch.addcmul(prob, prob, prob, value=-1.0)  # p (1 - p)
+                torch.div(deriv, torch.addcmul(den_const[:, :, sl], prob, not_bg[:, :, sl]), out=factor[:, :, sl])
+            logp = prob.add_(eps).log_()
+            prof.baddbmm_(inst_w[:, :, sl], logp.transpose(1, 2))
+        ctx.save_for_backward(inst_w, bg_w)
+        ctx.factor = factor
+        ctx.reuse = reuse
+        return prof, bg.squeeze(-1)
 
     @staticmethod
     def backward(ctx, g_prof: Tensor, g_bg: Tensor):
-        x, inst_w, bg_w = ctx.saved_tensors
-        eps = ctx.eps
-        # d/dx log(p + eps) = p (1 - p) / (p + eps);  d/dx p = p (1 - p).
-        # Instance and background points are disjoint, so one [Q, K+1] x [K+1, P]
-        # product gives the upstream gradient of every point.
-        g_all = torch.cat([g_prof.transpose(1, 2), g_bg.unsqueeze(-1)], dim=2)
-        w_all = torch.cat([inst_w, bg_w.unsqueeze(1)], dim=1)
-        grad = torch.bmm(g_all, w_all)
-        p = torch.sigmoid(x)
-        # factor = p(1-p)/(p+eps) on instance points, p(1-p) on background points.
-        is_bg = (bg_w > 0).unsqueeze(1)
-        denom = torch.where(is_bg, torch.ones_like(p), p + eps)
-        grad.mul_(p).mul_(p.neg_().add_(1.0)).div_(denom)
-        return grad, None, None, None
+        inst_w, bg_w = ctx.saved_tensors
+        factor = ctx.factor
+        if factor is None:
+            raise RuntimeError(
+                "the influencer profile op was already backpropagated once; its buffers are reused for the "
+                "gradient, so backward twice (retain_graph=True) is not supported: recompute the loss instead"
+            )
+        if ctx.reuse:
+            ctx.factor = None
+        else:
+            factor = factor.clone()
+        g_all = torch.cat([g_prof.transpose(1, 2), g_bg.unsqueeze(-1)], dim=2)  # [B, Q, K+1]
+        w_all = torch.cat([inst_w, bg_w.unsqueeze(1)], dim=1)  # [B, K+1, P]
+        # the factor's storage becomes the gradient: no second [B, Q, P] allocation
+        p = factor.shape[-1]
+        chunk = _chunk_size(factor)
+        for c0 in range(0, p, chunk):
+            sl = slice(c0, min(p, c0 + chunk))
+            factor[:, :, sl].mul_(torch.bmm(g_all, w_all[:, :, sl]))
+        return factor, None, None, None, None
 
 
-def log_profiles(logits: Tensor, inst_w: Tensor, bg_w: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
-    """Profiles S [B, K, Q] and background mean probabilities [B, Q] (see _LogProfile)."""
-    return _LogProfile.apply(logits.float(), inst_w.float(), bg_w.float(), float(eps))
+def log_profiles(logits: Tensor, inst_w: Tensor, bg_w: Tensor, eps: float,
+                 reuse_buffer: bool = True) -> Tuple[Tensor, Tensor]:
+    """Profiles S [B, K, Q] and background mean probabilities [B, Q] (see _LogProfile).
+
+    ``reuse_buffer=False`` allows several backward passes through the result
+    (``retain_graph=True``, gradcheck) at the cost of one more [B, Q, P] tensor.
+    """
+    return _LogProfile.apply(logits.float(), inst_w.float(), bg_w.float(), float(eps), reuse_buffer)
 
 
 def influencer_terms(
@@ -150,6 +190,7 @@ class MaskInfluencerLoss(nn.Module):
         masks: Union[Tensor, Sequence[Tensor], MaskBatch],
         return_per_image: bool = False,
     ) -> Dict[str, Tensor]:
+        """``return_per_image`` adds ``per_image`` [B] and the detached ``profiles`` [B, K, Q]."""
         single = logits.dim() == 2
         if single:
             logits = logits.unsqueeze(0)
@@ -175,4 +216,5 @@ class MaskInfluencerLoss(nn.Module):
         }
         if return_per_image:
             out["per_image"] = per_image
+            out["profiles"] = prof.detach()
         return out

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["point_sample", "sample_shared_points", "uncertain_point_coords", "logit_uncertainty"]
+__all__ = ["point_sample", "sample_shared_points", "pixel_index", "gather_pixels", "sample_pixel_coords", "uncertain_point_coords", "logit_uncertainty"]
 
 
 def point_sample(inputs: Tensor, coords: Tensor, align_corners: bool = False) -> Tensor:
@@ -65,3 +65,38 @@ def uncertain_point_coords(
         extra = torch.rand(n, n_rand, 2, device=logits.device, generator=generator)
         picked = torch.cat([picked, extra], dim=1)
     return picked
+
+
+def pixel_index(coords: Tensor, height: int, width: int) -> Tensor:
+    """Flat index of the pixel containing each point: coords [..., 2] in [0, 1] (x, y) -> [...] int64."""
+    ix = (coords[..., 0] * width).long().clamp_(0, width - 1)
+    iy = (coords[..., 1] * height).long().clamp_(0, height - 1)
+    return iy * width + ix
+
+
+def gather_pixels(masks: Tensor, coords: Tensor) -> Tensor:
+    """Nearest-pixel values of all masks of each image at shared points.
+
+    masks: [B, Q, H, W]; coords: [B, N, 2] in [0, 1]. Returns [B, Q, N].
+    One gather (its backward one scatter-add): much cheaper than bilinear
+    grid_sample when every query is sampled at the same points.
+    """
+    b, q, h, w = masks.shape
+    idx = pixel_index(coords, h, w)
+    return torch.gather(masks.reshape(b, q, h * w), 2, idx[:, None, :].expand(b, q, idx.shape[1]))
+
+
+def sample_pixel_coords(batch: int, height: int, width: int, num_points: int, device=None) -> Tensor:
+    """Centres of ``num_points`` distinct random pixels per image, in raster order.
+
+    Returns [B, N, 2] coords in [0, 1] (x, y), N = min(num_points, H * W).  Raster
+    order makes the gather (and its scatter backward) walk memory forward,
+    about 3x faster than random order on CPU; the losses do not depend on
+    point order.
+    """
+    n = min(num_points, height * width)
+    idx = torch.rand(batch, height * width, device=device).topk(n, dim=1, sorted=False).indices
+    idx = idx.sort(dim=1).values
+    x = (idx % width).float().add_(0.5).div_(width)
+    y = torch.div(idx, width, rounding_mode="floor").float().add_(0.5).div_(height)
+    return torch.stack([x, y], dim=-1)

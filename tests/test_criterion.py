@@ -158,3 +158,16 @@ def test_uncertain_points_prefer_boundary():
     assert coords.shape == (1, 64, 2)
     vals = point_sample(logits, coords[:, :48])
     assert vals.abs().mean() < point_sample(logits, torch.rand(1, 48, 2)).abs().mean()
+
+
+def test_sample_pixel_coords_are_distinct_sorted_pixel_centres():
+    from influencer_core.point_sampling import gather_pixels, pixel_index, sample_pixel_coords
+
+    coords = sample_pixel_coords(3, 20, 30, 100)
+    assert coords.shape == (3, 100, 2)
+    idx = pixel_index(coords, 20, 30)
+    for row in idx:
+        assert len(row.unique()) == 100 and bool((row[1:] > row[:-1]).all())
+    grid = torch.arange(600.0).view(1, 1, 20, 30).expand(3, 1, 20, 30)
+    assert torch.equal(gather_pixels(grid, coords)[:, 0].long(), idx)
+    assert sample_pixel_coords(1, 4, 4, 100).shape == (1, 16, 2)  # capped at H * W

@@ -48,8 +48,16 @@ def test_fused_profile_gradcheck():
     x = torch.randn(2, 5, 17, dtype=torch.double, generator=g).requires_grad_()
     m = torch.stack([random_masks(3, 17, gen=g), random_masks(3, 17, overlap=True, gen=g)]).double()
     pk = pack_masks(m, 17, dtype=torch.double)
-    fn = lambda t: _LogProfile.apply(t, pk.inst_weights(), pk.bg_weights(), 1e-3)
+    fn = lambda t: _LogProfile.apply(t, pk.inst_weights(), pk.bg_weights(), 1e-3, False)
     assert torch.autograd.gradcheck(fn, (x,))
+
+
+def test_second_backward_is_refused_clearly():
+    x = torch.randn(5, 30, requires_grad=True)
+    loss = MaskInfluencerLoss()(x, random_masks(3, 30))["loss"]
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward twice"):
+        loss.backward()
 
 
 def test_only_loss_carries_gradient():
@@ -159,3 +167,37 @@ def test_bad_inputs_raise_clear_errors():
         MaskInfluencerLoss(temperature=0)
     with pytest.raises(ValueError, match="target sets"):
         loss(torch.randn(2, 3, 10), [torch.zeros(1, 10)])
+
+
+def test_extreme_logits_on_background_stay_finite():
+    x = torch.full((4, 50), -200.0)
+    x[:, :10] = 200.0
+    m = torch.zeros(2, 50)
+    m[0, :5] = 1
+    m[1, 5:10] = 1
+    x.requires_grad_()
+    out = MaskInfluencerLoss()(x, m)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(x.grad).all()
+
+
+def test_blocked_computation_equals_single_block():
+    """Large inputs are processed in point blocks; the result must not depend on it."""
+    from influencer_core import mask_influencer as mi
+
+    x = (torch.randn(2, 300, 4000) * 3).requires_grad_()
+    m = [random_masks(6, 4000), random_masks(3, 4000)]
+    assert mi._chunk_size(x) < 4000
+    out = MaskInfluencerLoss(**PARAMS)(x, m)
+    out["loss"].backward()
+    g_blocked = x.grad.clone()
+    x.grad = None
+    orig = mi._chunk_size
+    mi._chunk_size = lambda t: t.shape[-1]
+    try:
+        out1 = MaskInfluencerLoss(**PARAMS)(x, m)
+        out1["loss"].backward()
+    finally:
+        mi._chunk_size = orig
+    assert torch.allclose(out["loss"], out1["loss"], atol=1e-5)
+    assert torch.allclose(g_blocked, x.grad, atol=1e-7, rtol=1e-5)

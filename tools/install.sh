@@ -109,7 +109,7 @@ s_common() {
   PIP install matplotlib opencv-python-headless pycocotools tensorboard fvcore 'iopath<0.1.10' \
     omegaconf hydra-core yacs tabulate termcolor cloudpickle tqdm shapely psutil pydot \
     addict yapf rich pyyaml terminaltables six numba plyfile trimesh scikit-image networkx \
-    pyquaternion descartes
+    pyquaternion descartes pandas scikit-learn cachetools
   PIP install --no-deps panopticapi-lite==0.2.0
 }
 d2_from_git() {
