@@ -32,6 +32,7 @@ from .hungarian import (
     sigmoid_ce_per_mask,
 )
 from .mask_influencer import MaskInfluencerLoss
+from .pairwise import pair_stats
 from .point_sampling import (
     gather_pixels,
     point_sample,
@@ -40,9 +41,11 @@ from .point_sampling import (
     uncertain_point_coords,
 )
 from .targets import MaskBatch, pack_masks, pad_logits
+from .transport import sinkhorn_plan
 
-__all__ = ["CRITERIA", "register_criterion", "build_criterion", "SetCriterion",
-           "HungarianCriterion", "ReferenceInfluencerCriterion"]
+__all__ = ["CRITERIA", "register_criterion", "build_criterion", "SetCriterion", "SharedPointCriterion",
+           "HungarianCriterion", "ReferenceInfluencerCriterion", "OTInfluencerCriterion",
+           "num_masks_across_workers"]
 
 CRITERIA: Dict[str, Type["SetCriterion"]] = {}
 _SUFFIX = re.compile(r"_\d+$")
@@ -68,6 +71,16 @@ def build_criterion(name: str, **kwargs) -> "SetCriterion":
 
 def _is_dist() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def num_masks_across_workers(targets: Sequence[Dict], device) -> Tensor:
+    """Number of target masks per worker, averaged over workers, at least 1 (a 0-dim tensor)."""
+    num = sum(int(t["labels"].shape[0]) for t in targets)
+    num_masks = torch.as_tensor([float(num)], device=device)
+    if _is_dist():
+        torch.distributed.all_reduce(num_masks)
+        num_masks = num_masks / torch.distributed.get_world_size()
+    return num_masks.clamp(min=1)[0]
 
 
 class SetCriterion(nn.Module):
@@ -189,12 +202,7 @@ class HungarianCriterion(SetCriterion):
         self.importance_sample_ratio = importance_sample_ratio
 
     def prepare(self, outputs, targets):
-        num = sum(int(t["labels"].shape[0]) for t in targets)
-        num_masks = torch.as_tensor([float(num)], device=outputs["pred_logits"].device)
-        if _is_dist():
-            torch.distributed.all_reduce(num_masks)
-            num_masks = num_masks / torch.distributed.get_world_size()
-        return {"num_masks": num_masks.clamp(min=1)[0]}
+        return {"num_masks": num_masks_across_workers(targets, outputs["pred_logits"].device)}
 
     @torch.no_grad()
     def match(self, layer: Dict, targets: Sequence[Dict]):
@@ -256,28 +264,14 @@ class HungarianCriterion(SetCriterion):
         }
 
 
-@register_criterion("influencer_reference")
-class ReferenceInfluencerCriterion(SetCriterion):
-    """The reference mask-matrix Influencer Loss, no matching.
+class SharedPointCriterion(SetCriterion):
+    """Base of the matching-free criteria: all queries scored at the same points.
 
-    Mask term: :class:`MaskInfluencerLoss` on all queries (image mode: at
-    ``num_points`` distinct random pixels of the prediction grid, shared by all
-    queries, targets and layers; targets are read at the same image locations
-    at their own resolution).
-    Class targets: each instance labels the query with its highest profile
-    (a query claimed by several instances takes the one with the highest
-    profile); other queries are "no object".  Known to have degenerate minima.
+    Image mode: ``num_points`` distinct random pixels of the prediction grid,
+    drawn once per forward and shared by all queries, targets and layers
+    (targets are read at the same image locations at their own resolution).
+    Point mode: every point.  ``prepare`` packs targets once for all layers.
     """
-
-    loss_weights = {"loss_ce": "class_weight", "loss_influencer": "influencer_weight"}
-
-    def __init__(self, num_classes: int, class_weight: float = 2.0, influencer_weight: float = 1.0,
-                 no_object_weight: float = 0.1, num_points: int = 12544, deep_supervision: bool = True,
-                 attr_weight: float = 1.0, rep_weight: float = 1.0, bg_weight: float = 1.0,
-                 rep_margin: float = 1.0, temperature: float = 1.0, eps: float = 1e-6):
-        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
-        self.influencer_weight = influencer_weight
-        self.mask_loss = MaskInfluencerLoss(attr_weight, rep_weight, bg_weight, rep_margin, temperature, eps)
 
     def prepare(self, outputs, targets):
         logits = outputs["pred_logits"]
@@ -296,7 +290,8 @@ class ReferenceInfluencerCriterion(SetCriterion):
         labels = torch.full((len(targets), k), self.num_classes, dtype=torch.long, device=device)
         for b, t in enumerate(targets):
             labels[b, : t["labels"].shape[0]] = t["labels"].to(device)
-        return {"coords": coords, "targets": packed, "labels": labels}
+        return {"coords": coords, "targets": packed, "labels": labels,
+                "num_masks": num_masks_across_workers(targets, device)}
 
     def point_logits(self, masks, state) -> Tensor:
         """Mask logits at the loss's points: [B, Q, P]."""
@@ -305,6 +300,28 @@ class ReferenceInfluencerCriterion(SetCriterion):
         if isinstance(masks, Tensor):
             return masks
         return pad_logits(list(masks))
+
+
+@register_criterion("influencer_reference")
+class ReferenceInfluencerCriterion(SharedPointCriterion):
+    """The reference mask-matrix Influencer Loss, no matching.
+
+    Mask term: :class:`MaskInfluencerLoss` on all queries, at the shared points
+    of :class:`SharedPointCriterion`.
+    Class targets: each instance labels the query with its highest profile
+    (a query claimed by several instances takes the one with the highest
+    profile); other queries are "no object".  Known to have degenerate minima.
+    """
+
+    loss_weights = {"loss_ce": "class_weight", "loss_influencer": "influencer_weight"}
+
+    def __init__(self, num_classes: int, class_weight: float = 2.0, influencer_weight: float = 1.0,
+                 no_object_weight: float = 0.1, num_points: int = 12544, deep_supervision: bool = True,
+                 attr_weight: float = 1.0, rep_weight: float = 1.0, bg_weight: float = 1.0,
+                 rep_margin: float = 1.0, temperature: float = 1.0, eps: float = 1e-6):
+        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+        self.influencer_weight = influencer_weight
+        self.mask_loss = MaskInfluencerLoss(attr_weight, rep_weight, bg_weight, rep_margin, temperature, eps)
 
     def layer_losses(self, layer, targets, state):
         logits = layer["pred_logits"]
@@ -332,3 +349,83 @@ class ReferenceInfluencerCriterion(SetCriterion):
         claimed = claims.any(1)
         lab = torch.gather(labels, 1, best_k)
         return torch.where(claimed, lab, torch.full_like(lab, self.num_classes))
+
+
+@register_criterion("influencer_ot")
+class OTInfluencerCriterion(SharedPointCriterion):
+    """Matching-free influencer criterion whose minimum is the one-to-one assignment.
+
+    Per image and layer, the cost of query q owning instance k is
+    ``class_weight * CE(q, c_k) + mask_weight * BCE(q, k) + dice_weight * dice(q, k)``
+    and of owning nothing ``class_weight * no_object_weight * CE(q, no object)``.
+    Each instance attracts one unit of query mass and the "no object" column
+    takes the remaining Q - K: the entropic transport plan (log-domain Sinkhorn,
+    ``epsilon``, no host sync) is computed without gradient and weights the
+    same cost terms, so class, mask and "no object" targets all come from one
+    soft assignment (envelope theorem: this is the gradient of the transport
+    value).  As ``epsilon`` -> 0 the plan becomes a one-to-one assignment and
+    the losses become Hungarian CE + BCE + dice.  ``loss_exclusion`` repels
+    queries that claim an instance already claimed: per instance,
+    relu(sum_q (1 - p_q(no object)) (1 - dice(q, k)) - 1).  The mask terms use
+    the shared points of :class:`SharedPointCriterion`.  Pairwise statistics are
+    two products over the points (:func:`~influencer_core.pairwise.pair_stats`).
+    Losses are normalised like Mask2Former's (CE: weighted mean over queries;
+    mask, dice, exclusion: per target mask across workers).
+    """
+
+    loss_weights = {"loss_ce": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight",
+                    "loss_exclusion": "exclusion_weight"}
+
+    def __init__(self, num_classes: int, class_weight: float = 2.0, mask_weight: float = 5.0,
+                 dice_weight: float = 5.0, exclusion_weight: float = 0.0, no_object_weight: float = 0.1,
+                 num_points: int = 12544, deep_supervision: bool = True, epsilon: float = 0.05,
+                 sinkhorn_iters: int = 50):
+        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+        self.mask_weight = mask_weight
+        self.dice_weight = dice_weight
+        self.exclusion_weight = exclusion_weight
+        self.epsilon = epsilon
+        self.sinkhorn_iters = sinkhorn_iters
+
+    def pair_costs(self, class_logits: Tensor, x: Tensor, packed: MaskBatch, labels: Tensor) -> Dict[str, Tensor]:
+        """Per-pair CE [B, Q, K], BCE [B, Q, K], dice [B, Q, K] and no-object CE [B, Q]."""
+        pv = packed.point_valid.float()
+        xt, sp, pt, ps = pair_stats(x, packed.masks, pv)
+        n = pv.sum(1).clamp(min=1)[:, None, None]
+        bce = (sp.unsqueeze(-1) - xt) / n
+        dice = 1 - (2 * pt + 1) / (ps.unsqueeze(-1) + packed.sizes().unsqueeze(1) + 1)
+        logp = F.log_softmax(class_logits.float(), dim=-1)
+        k = labels.shape[1]
+        idx = labels.clamp(max=self.num_classes).unsqueeze(1).expand(-1, logp.shape[1], k)
+        ce = -torch.gather(logp, 2, idx)
+        return {"ce": ce, "bce": bce, "dice": dice, "ce_none": -logp[..., -1], "logp_none": logp[..., -1]}
+
+    def plan(self, costs: Dict[str, Tensor], valid: Tensor) -> Tensor:
+        """Soft assignment [B, Q, K+1] (last column: no object), without gradient."""
+        cost_k = self.class_weight * costs["ce"] + self.mask_weight * costs["bce"] + self.dice_weight * costs["dice"]
+        cost_none = self.class_weight * self.no_object_weight * costs["ce_none"]
+        cost = torch.cat([cost_k, cost_none.unsqueeze(-1)], dim=2).detach()
+        return sinkhorn_plan(cost, valid, self.epsilon, self.sinkhorn_iters)
+
+    def layer_losses(self, layer, targets, state):
+        packed: MaskBatch = state["targets"]
+        x = self.point_logits(layer["pred_masks"], state)
+        costs = self.pair_costs(layer["pred_logits"], x, packed, state["labels"])
+        plan = self.plan(costs, packed.valid)
+        k = packed.masks.shape[1]
+        validf = packed.valid.float().unsqueeze(1)
+        to_inst = plan[..., :k] * validf
+        to_none = plan[..., k]
+        eos = self.no_object_weight
+        num_masks = state["num_masks"]
+        ce_num = (to_inst * costs["ce"]).sum() + eos * (to_none * costs["ce_none"]).sum()
+        ce_den = to_inst.sum() + eos * to_none.sum()
+        confidence = 1 - costs["logp_none"].exp()  # [B, Q]
+        claims = (confidence.unsqueeze(-1) * (1 - costs["dice"]) * validf).sum(1)  # [B, K]
+        return {
+            "loss_ce": ce_num / ce_den.clamp(min=1e-6),
+            "loss_mask": (to_inst * costs["bce"]).sum() / num_masks,
+            "loss_dice": (to_inst * costs["dice"]).sum() / num_masks,
+            "loss_exclusion": torch.relu(claims - 1).sum() / num_masks,
+            "ot_assigned_mass": (to_inst.sum() / packed.valid.sum().clamp(min=1)).detach(),
+        }

@@ -171,3 +171,14 @@ def test_sample_pixel_coords_are_distinct_sorted_pixel_centres():
     grid = torch.arange(600.0).view(1, 1, 20, 30).expand(3, 1, 20, 30)
     assert torch.equal(gather_pixels(grid, coords)[:, 0].long(), idx)
     assert sample_pixel_coords(1, 4, 4, 100).shape == (1, 16, 2)  # capped at H * W
+
+
+@pytest.mark.parametrize("name", ["hungarian", "influencer_reference"])
+def test_query_permutation_invariance_point_mode(name):
+    out, targets = point_batch(ks=(4, 3), grad=False)
+    crit = build_criterion(name, num_classes=C)
+    base = crit(out, targets)
+    perm = torch.randperm(out["pred_logits"].shape[1])
+    got = crit({"pred_logits": out["pred_logits"][:, perm], "pred_masks": out["pred_masks"][:, perm]}, targets)
+    for key in base:
+        assert torch.allclose(got[key], base[key], atol=1e-5), key

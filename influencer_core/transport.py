@@ -1,0 +1,72 @@
+"""Entropic optimal transport between queries and instances (+ a "no object" sink).
+
+Log-domain Sinkhorn with epsilon scaling and a fixed iteration count: no host
+sync, batched over images with padded instances.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["assignment_marginals", "sinkhorn_plan"]
+
+_NEG = -1e9  # stands for log(0) without producing NaN in logsumexp
+
+
+def assignment_marginals(valid: Tensor, num_queries: int) -> tuple:
+    """Row and column masses for Q queries -> K instances + no-object.
+
+    valid: [B, K] bool.  Every query has mass 1.  Each instance takes
+    min(1, Q / K_b) (so K > Q still balances), the no-object column the rest.
+    Returns (log_row [B, Q], log_col [B, K+1]).
+    """
+    validf = valid.float()
+    k = validf.sum(1, keepdim=True)  # [B, 1]
+    per_inst = torch.clamp(num_queries / k.clamp(min=1), max=1.0)
+    col_inst = validf * per_inst
+    col_none = (num_queries - (col_inst.sum(1, keepdim=True))).clamp(min=0)
+    col = torch.cat([col_inst, col_none], dim=1)
+    log_col = torch.where(col > 0, col.clamp(min=1e-30).log(), torch.full_like(col, _NEG))
+    log_row = torch.zeros(valid.shape[0], num_queries, device=valid.device)
+    return log_row, log_col
+
+
+@torch.no_grad()
+def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
+                  eps_start: float = None) -> Tensor:
+    """Transport plan [B, Q, K+1] minimising <plan, cost> - epsilon * H(plan).
+
+    cost: [B, Q, K+1] (last column = no object; padded instance columns are
+    ignored through ``valid`` [B, K]).  Rows sum to 1; column k sums to
+    min(1, Q/K) for real instances, the last column to the remainder.
+    The regulariser is lowered geometrically from ``eps_start`` (default: the
+    cost range) to ``epsilon`` over the first half of the iterations
+    (epsilon scaling), which makes small epsilon converge in few iterations.
+    """
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    cost = cost.float()
+    b, q, k1 = cost.shape
+    log_row, log_col = assignment_marginals(valid, q)
+    col_ok = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
+    big = torch.where(col_ok[:, None, :], cost, torch.zeros_like(cost))
+    if eps_start is None:
+        span = (big.amax(dim=(1, 2)) - big.amin(dim=(1, 2))).max()
+        eps_start_t = torch.maximum(span, torch.tensor(epsilon, device=cost.device))
+    else:
+        eps_start_t = torch.tensor(max(eps_start, epsilon), device=cost.device)
+    mask = torch.where(col_ok[:, None, :], torch.zeros_like(cost), torch.full_like(cost, _NEG))
+    f = torch.zeros(b, q, device=cost.device)
+    g = torch.zeros(b, k1, device=cost.device)
+    warm = max(iters // 2, 1)
+    ratio = torch.log(torch.tensor(epsilon, device=cost.device) / eps_start_t)
+    for it in range(iters):
+        eps = eps_start_t * torch.exp(ratio * min(it / warm, 1.0)) if it < warm else torch.tensor(epsilon, device=cost.device)
+        logk = mask - big / eps
+        f = eps * (log_row - torch.logsumexp(logk + g[:, None, :] / eps, dim=2))
+        g = eps * (log_col - torch.logsumexp(logk + f[:, :, None] / eps, dim=1))
+    logk = mask - big / epsilon
+    plan = torch.exp(logk + f[:, :, None] / epsilon + g[:, None, :] / epsilon)
+    return plan

@@ -1,0 +1,243 @@
+"""Properties of the matching-free transport criterion (influencer_ot)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from influencer_core import build_criterion, pack_masks
+from influencer_core.pairwise import pair_stats
+from influencer_core.transport import sinkhorn_plan
+
+C = 4
+LOSS_KEYS = ("loss_ce", "loss_mask", "loss_dice", "loss_exclusion")
+
+
+def total(crit, out, targets):
+    return crit.total_loss(crit(out, targets)).item()
+
+
+def scene(seed, q=None, k=None, p=120, hi=6.0):
+    """A random point scene and its correct one-to-one prediction (point mode)."""
+    g = torch.Generator().manual_seed(seed)
+    k = int(torch.randint(1, 6, (1,), generator=g)) if k is None else k
+    q = k + int(torch.randint(1, 6, (1,), generator=g)) if q is None else q
+    owner = torch.randint(-1, k, (p,), generator=g)
+    owner[:k] = torch.arange(k)  # every instance has points
+    masks = (owner[None] == torch.arange(k)[:, None]).float()
+    labels = torch.randint(0, C, (k,), generator=g)
+    perm = torch.randperm(q, generator=g)  # which query owns which instance
+    mask_logits = torch.full((q, p), -hi)
+    cls = torch.full((q, C + 1), -hi)
+    cls[:, C] = hi  # everyone: no object ...
+    for j in range(k):  # ... except the owners
+        o = perm[j]
+        mask_logits[o] = torch.where(masks[j].bool(), hi, -hi)
+        cls[o] = -hi
+        cls[o, labels[j]] = hi
+    return {"labels": labels, "masks": masks}, mask_logits, cls, perm
+
+
+def as_outputs(mask_logits, cls):
+    return {"pred_logits": cls[None].clone(), "pred_masks": mask_logits[None].clone()}
+
+
+@pytest.fixture(params=[0.0, 1.0], ids=["no_exclusion", "exclusion"])
+def crit(request):
+    return build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80,
+                           exclusion_weight=request.param)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_correct_assignment_beats_duplicate_split_and_merge(crit, seed):
+    tgt, x, cls, perm = scene(seed)
+    k = len(tgt["labels"])
+    q = x.shape[0]
+    base = total(crit, as_outputs(x, cls), [tgt])
+    free = [i for i in range(q) if i not in perm[:k].tolist()]
+    j = seed % k
+    # duplicate: a free query copies instance j's mask and class with a high score
+    xd, cd = x.clone(), cls.clone()
+    xd[free[0]] = x[perm[j]]
+    cd[free[0]] = cls[perm[j]]
+    assert total(crit, as_outputs(xd, cd), [tgt]) > base + 1e-4
+    # split: instance j's points shared between its owner and a free query
+    pts = tgt["masks"][j].nonzero().flatten()
+    if len(pts) >= 2:
+        xs, cs = x.clone(), cls.clone()
+        half = pts[: len(pts) // 2]
+        xs[perm[j], half] = -6.0
+        xs[free[0], :] = -6.0
+        xs[free[0], half] = 6.0
+        cs[free[0]] = cls[perm[j]]
+        assert total(crit, as_outputs(xs, cs), [tgt]) > base + 1e-4
+    # merge: instance j's owner also covers instance j2; j2's owner predicts nothing
+    if k >= 2:
+        j2 = (j + 1) % k
+        xm, cm = x.clone(), cls.clone()
+        xm[perm[j]] = torch.maximum(x[perm[j]], x[perm[j2]])
+        xm[perm[j2]] = -6.0
+        cm[perm[j2]] = cls[free[0]]
+        assert total(crit, as_outputs(xm, cm), [tgt]) > base + 1e-4
+
+
+def test_unassigned_queries_go_to_no_object():
+    tgt, x, cls, perm = scene(3, q=9, k=3)
+    crit = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80)
+    state = crit.prepare(as_outputs(x, cls), [tgt])
+    costs = crit.pair_costs(cls[None], x[None], state["targets"], state["labels"])
+    plan = crit.plan(costs, state["targets"].valid)[0]
+    for j in range(3):
+        assert plan[perm[j], j] > 0.99
+    free = [i for i in range(9) if i not in perm[:3].tolist()]
+    assert (plan[free, -1] > 0.99).all()
+    assert torch.allclose(plan.sum(1), torch.ones(9), atol=1e-4)
+
+
+def hungarian_reference(cls, x, tgt, w=(2.0, 5.0, 5.0), eos=0.1):
+    """Losses under the exact assignment of the same costs (scipy), per-pair loops."""
+    q = x.shape[0]
+    k = len(tgt["labels"])
+    logp = F.log_softmax(cls.double(), -1)
+    cost = np.zeros((q, k))
+    terms = {}
+    for i in range(q):
+        for j in range(k):
+            t = tgt["masks"][j].double()
+            bce = F.binary_cross_entropy_with_logits(x[i].double(), t).item()
+            p = torch.sigmoid(x[i].double())
+            dice = (1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)).item()
+            ce = -logp[i, tgt["labels"][j]].item()
+            terms[i, j] = (ce, bce, dice)
+            none = w[0] * eos * -logp[i, C].item()
+            cost[i, j] = w[0] * ce + w[1] * bce + w[2] * dice - none
+    rows, cols = linear_sum_assignment(cost)
+    matched = dict(zip(rows.tolist(), cols.tolist()))
+    ce_num = sum(terms[i, j][0] for i, j in matched.items())
+    ce_num += eos * sum(-logp[i, C].item() for i in range(q) if i not in matched)
+    ce_den = len(matched) + eos * (q - len(matched))
+    n = max(k, 1)
+    return {"loss_ce": ce_num / ce_den,
+            "loss_mask": sum(terms[i, j][1] for i, j in matched.items()) / n,
+            "loss_dice": sum(terms[i, j][2] for i, j in matched.items()) / n}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_epsilon_recovers_hungarian_losses(seed):
+    g = torch.Generator().manual_seed(seed)
+    q, k, p = 6, 3, 50
+    x = torch.randn(q, p, generator=g) * 2
+    cls = torch.randn(q, C + 1, generator=g)
+    owner = torch.randint(-1, k, (p,), generator=g)
+    owner[:k] = torch.arange(k)
+    tgt = {"labels": torch.randint(0, C, (k,), generator=g), "masks": (owner[None] == torch.arange(k)[:, None]).float()}
+    crit = build_criterion("influencer_ot", num_classes=C, epsilon=1e-4, sinkhorn_iters=400)
+    got = crit(as_outputs(x, cls), [tgt])
+    ref = hungarian_reference(cls, x, tgt)
+    for key, val in ref.items():
+        assert got[key].item() == pytest.approx(val, abs=2e-4), key
+
+
+def test_sinkhorn_marginals_and_hard_limit():
+    g = torch.Generator().manual_seed(0)
+    cost = torch.rand(2, 7, 4, generator=g) * 5  # 3 instances + no-object
+    valid = torch.tensor([[True, True, True], [True, False, True]])
+    plan = sinkhorn_plan(cost, valid, epsilon=1e-3, iters=300)
+    assert torch.allclose(plan.sum(2), torch.ones(2, 7), atol=1e-3)
+    assert torch.allclose(plan[0, :, :3].sum(0), torch.ones(3), atol=1e-3)
+    assert plan[1, :, 1].abs().max() < 1e-6  # padded instance gets nothing
+    assert plan[1, :, -1].sum() == pytest.approx(5.0, abs=1e-3)
+    # hard limit equals scipy on the cost with the no-object column repeated Q - K times
+    c = cost[0].numpy()
+    aug = np.concatenate([c[:, :3], np.repeat(c[:, 3:], 4, axis=1)], axis=1)
+    rows, cols = linear_sum_assignment(aug)
+    ref = np.zeros((7, 4))
+    for r, cc in zip(rows, cols):
+        ref[r, min(cc, 3)] = 1
+    assert np.allclose(plan[0].numpy(), ref, atol=1e-2)
+
+
+def test_k_greater_than_q_and_zero_instances():
+    crit = build_criterion("influencer_ot", num_classes=C, exclusion_weight=1.0)
+    x = torch.randn(2, 3, 40, requires_grad=True)
+    cls = torch.randn(2, 3, C + 1, requires_grad=True)
+    owner = torch.randint(-1, 6, (40,))
+    targets = [{"labels": torch.randint(0, C, (6,)), "masks": (owner[None] == torch.arange(6)[:, None]).float()},
+               {"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 40)}]
+    losses = crit({"pred_logits": cls, "pred_masks": x}, targets)
+    t = crit.total_loss(losses)
+    t.backward()
+    assert torch.isfinite(t) and torch.isfinite(x.grad).all() and torch.isfinite(cls.grad).all()
+    assert x.grad.abs().sum() > 0
+
+
+def test_batched_equals_per_image_combination():
+    crit = build_criterion("influencer_ot", num_classes=C, exclusion_weight=1.0)
+    scenes = [scene(s, q=7) for s in (1, 2)]
+    per = [crit(as_outputs(x, cls), [tgt]) for tgt, x, cls, _ in scenes]
+    ks = [len(s[0]["labels"]) for s in scenes]
+    # pad to a common point count is not needed: same P
+    out = {"pred_logits": torch.stack([s[2] for s in scenes]), "pred_masks": torch.stack([s[1] for s in scenes])}
+    both = crit(out, [s[0] for s in scenes])
+    for key in ("loss_mask", "loss_dice", "loss_exclusion"):
+        combo = sum(r[key] * kk for r, kk in zip(per, ks)) / sum(ks)
+        assert torch.allclose(both[key], combo, atol=1e-5), key
+
+
+def test_permutation_invariance_and_overlapping_masks():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 60, generator=g) * 3
+    cls = torch.randn(8, C + 1, generator=g)
+    masks = (torch.rand(4, 60, generator=g) > 0.6).float()  # overlapping instances
+    labels = torch.randint(0, C, (4,), generator=g)
+    crit = build_criterion("influencer_ot", num_classes=C, exclusion_weight=1.0)
+    base = crit(as_outputs(x, cls), [{"labels": labels, "masks": masks}])
+    qp, kp = torch.randperm(8), torch.randperm(4)
+    got = crit(as_outputs(x[qp], cls[qp]), [{"labels": labels[kp], "masks": masks[kp]}])
+    for key in LOSS_KEYS:
+        assert torch.allclose(got[key], base[key], atol=1e-5), key
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_saturated_inputs(dtype):
+    crit = build_criterion("influencer_ot", num_classes=C, num_points=300, exclusion_weight=1.0)
+    masks = torch.where(torch.rand(2, 6, 32, 32) > 0.5, 50.0, -50.0).to(dtype).requires_grad_()
+    cls = (torch.randn(2, 6, C + 1) * 50).to(dtype).requires_grad_()
+    targets = [{"labels": torch.tensor([0, 1]), "masks": torch.rand(2, 32, 32) > 0.5},
+               {"labels": torch.tensor([2]), "masks": torch.zeros(1, 32, 32, dtype=torch.bool)}]  # empty mask
+    targets[1]["masks"][0, 3, 4] = True  # one-pixel instance
+    t = crit.total_loss(crit({"pred_logits": cls, "pred_masks": masks}, targets))
+    t.backward()
+    assert torch.isfinite(t) and torch.isfinite(masks.grad.float()).all() and torch.isfinite(cls.grad.float()).all()
+
+
+def test_no_combinatorial_solver_at_train_time(monkeypatch):
+    import scipy.optimize
+
+    def boom(*a, **k):
+        raise AssertionError("linear_sum_assignment called")
+
+    monkeypatch.setattr(scipy.optimize, "linear_sum_assignment", boom)
+    tgt, x, cls, _ = scene(0)
+    crit = build_criterion("influencer_ot", num_classes=C)
+    crit.total_loss(crit(as_outputs(x.requires_grad_(), cls), [tgt])).backward()
+
+
+def test_pair_stats_match_autograd():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 5, 3000, generator=g) * 3).requires_grad_()
+    t = (torch.rand(2, 4, 3000, generator=g) > 0.7).float()
+    pv = torch.ones(2, 3000)
+    pv[1, 2500:] = 0
+    outs = pair_stats(x, t, pv)
+    w = [torch.randn(o.shape, generator=g) for o in outs]
+    sum(o.mul(ww).sum() for o, ww in zip(outs, w)).backward()
+    g1 = x.grad.clone()
+    x2 = x.detach().double().requires_grad_()
+    p = torch.sigmoid(x2)
+    ref = (x2 @ t.double().transpose(1, 2), (F.softplus(x2) * pv[:, None]).sum(-1),
+           p @ t.double().transpose(1, 2), (p * pv[:, None]).sum(-1))
+    for a, b in zip(outs, ref):
+        assert torch.allclose(a.double(), b, rtol=1e-5, atol=1e-3)
+    sum(o.mul(ww.double()).sum() for o, ww in zip(ref, w)).backward()
+    assert torch.allclose(g1.double(), x2.grad, rtol=1e-4, atol=1e-5)
