@@ -22,9 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .mask_influencer import _chunk_size
 
 __all__ = ["pair_stats"]
+
+
+def _row_chunk(x: Tensor) -> int:
+    """Queries per block so a [B, block, P] slab stays in cache on CPU; GPUs take one block."""
+    b, q, p = x.shape
+    if x.is_cuda:
+        return max(q, 1)
+    return max(1, (1 << 20) // max(b * p, 1))
 
 
 class _PairStats(torch.autograd.Function):
@@ -32,42 +39,39 @@ class _PairStats(torch.autograd.Function):
     def forward(ctx, x: Tensor, t: Tensor, pv: Tensor):
         b, q, p = x.shape
         k = t.shape[1]
-        xt = x.new_zeros(b, q, k)
-        pt = x.new_zeros(b, q, k)
-        sp = x.new_zeros(b, q, 1)
-        ps = x.new_zeros(b, q, 1)
-        pvc = pv.unsqueeze(-1)  # [B, P, 1]
-        chunk = _chunk_size(x)
-        for c0 in range(0, p, chunk):
-            sl = slice(c0, min(p, c0 + chunk))
-            xc = x[:, :, sl]
-            tc = t[:, :, sl].transpose(1, 2)
-            xt.baddbmm_(xc, tc)
-            prob = torch.sigmoid(xc)
-            pt.baddbmm_(prob, tc)
-            ps.baddbmm_(prob, pvc[:, sl])
-            sp.baddbmm_(F.softplus(xc), pvc[:, sl])
-        ctx.save_for_backward(x, t, pv)
-        return xt, sp.squeeze(-1), pt, ps.squeeze(-1)
+        t_ext = torch.cat([t, pv.unsqueeze(1)], 1)  # [B, K+1, P]: the targets and the real-point mask
+        t_ext_T = t_ext.transpose(1, 2).contiguous()
+        xt = torch.bmm(x, t_ext_T)  # [B, Q, K+1]: x @ t^T and x @ pv
+        pt = x.new_empty(b, q, k + 1)
+        logsig = x.new_empty(b, q, 1)
+        pv_col = pv.unsqueeze(-1)
+        rows = _row_chunk(x)
+        for q0 in range(0, q, rows):
+            qs = slice(q0, min(q, q0 + rows))
+            xc = x[:, qs]
+            pt[:, qs] = torch.bmm(torch.sigmoid(xc), t_ext_T)
+            logsig[:, qs] = torch.bmm(F.logsigmoid(xc), pv_col)
+        ctx.save_for_backward(x, t_ext)
+        sp = xt[..., k] - logsig[..., 0]  # softplus(x) = x - log sigmoid(x)
+        return xt[..., :k], sp, pt[..., :k], pt[..., k]
 
     @staticmethod
     def backward(ctx, g_xt: Tensor, g_sp: Tensor, g_pt: Tensor, g_ps: Tensor):
-        x, t, pv = ctx.saved_tensors
+        x, t_ext = ctx.saved_tensors
         b, q, p = x.shape
+        k = t_ext.shape[1] - 1
+        # dx = g_xt @ t + p * (g_sp pv + (1 - p) * ([g_pt | g_ps] @ [t; pv]))
+        g_prob = torch.cat([g_pt, g_ps.unsqueeze(-1)], 2)
+        g_lin = torch.cat([g_xt, g_xt.new_zeros(b, q, 1)], 2)
+        pv = t_ext[:, k:]  # [B, 1, P]
         grad = torch.empty_like(x)
-        g_sp = g_sp.unsqueeze(-1)
-        g_ps = g_ps.unsqueeze(-1)
-        chunk = _chunk_size(x)
-        for c0 in range(0, p, chunk):
-            sl = slice(c0, min(p, c0 + chunk))
-            prob = torch.sigmoid(x[:, :, sl])
-            deriv = torch.addcmul(prob, prob, prob, value=-1.0)  # p (1 - p)
-            tc = t[:, :, sl]
-            pvc = pv[:, None, sl]
-            # d/dx: xt -> t ; sp -> pv * p ; pt -> t * p(1-p) ; ps -> pv * p(1-p)
-            from_pt = torch.bmm(g_pt, tc).add_(g_ps * pvc).mul_(deriv)
-            out = torch.bmm(g_xt, tc).add_(from_pt).addcmul_(g_sp * pvc, prob)
-            grad[:, :, sl] = out
+        rows = _row_chunk(x)
+        for q0 in range(0, q, rows):
+            qs = slice(q0, min(q, q0 + rows))
+            prob = torch.sigmoid(x[:, qs])
+            part = torch.bmm(g_prob[:, qs], t_ext)
+            part.mul_(1 - prob).addcmul_(g_sp[:, qs, None], pv).mul_(prob)
+            grad[:, qs] = part.baddbmm_(g_lin[:, qs], t_ext)
         return grad, None, None
 
 

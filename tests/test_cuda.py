@@ -42,7 +42,7 @@ def test_condensation_cuda_matches_cpu():
 
 
 @cuda
-@pytest.mark.parametrize("name", ["hungarian", "influencer_reference"])
+@pytest.mark.parametrize("name", ["hungarian", "influencer_reference", "influencer_ot"])
 def test_criterion_point_mode_cuda_matches_cpu(name):
     torch.manual_seed(0)
     out = {"pred_logits": torch.randn(2, 30, 6, requires_grad=True),
@@ -61,7 +61,7 @@ def test_criterion_point_mode_cuda_matches_cpu(name):
 
 
 @cuda
-@pytest.mark.parametrize("name", ["hungarian", "influencer_reference"])
+@pytest.mark.parametrize("name", ["hungarian", "influencer_reference", "influencer_ot"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_criterion_under_autocast(name, dtype):
     layers = [{"pred_logits": torch.randn(2, 50, 11, device="cuda", requires_grad=True),
@@ -80,3 +80,28 @@ def test_criterion_under_autocast(name, dtype):
     assert torch.isfinite(total)
     for l in layers:
         assert torch.isfinite(l["pred_masks"].grad).all() and l["pred_masks"].grad.abs().sum() > 0
+
+
+@cuda
+@pytest.mark.parametrize("name", ["influencer_reference", "influencer_ot"])
+@pytest.mark.parametrize("mode", ["points", "image"])
+def test_matching_free_criteria_never_sync_with_the_host(name, mode):
+    """No device-to-host synchronisation in forward or backward (CUDA sync debug mode)."""
+    dev = "cuda"
+    shape = (2, 40, 500) if mode == "points" else (2, 40, 64, 64)
+    layers = [{"pred_logits": torch.randn(2, 40, 6, device=dev, requires_grad=True),
+               "pred_masks": torch.randn(*shape, device=dev, requires_grad=True)} for _ in range(3)]
+    out = dict(layers[-1], aux_outputs=layers[:-1])
+    tshape = (500,) if mode == "points" else (128, 128)
+    targets = [{"labels": torch.randint(0, 5, (k,), device=dev),
+                "masks": torch.rand(k, *tshape, device=dev) > 0.7} for k in (4, 0)]
+    crit = build_criterion(name, num_classes=5, num_points=1000).cuda()
+    crit(out, targets)  # warm-up (lazy CUDA initialisation may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        total = crit.total_loss(crit(out, targets))
+        total.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(total)
