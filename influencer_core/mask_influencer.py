@@ -19,6 +19,8 @@ comparison.  See ``docs/losses.md``.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,6 +29,17 @@ from torch import Tensor, nn
 from .targets import MaskBatch, pack_masks
 
 __all__ = ["MaskInfluencerLoss", "log_profiles", "influencer_terms"]
+
+
+def _full_precision(fn):
+    """Run an autograd Function's forward/backward with autocast off (inputs are float32)."""
+
+    @functools.wraps(fn)
+    def wrapped(ctx, *args):
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            return fn(ctx, *args)
+
+    return wrapped
 
 
 def _chunk_size(x: Tensor) -> int:
@@ -52,6 +65,7 @@ class _LogProfile(torch.autograd.Function):
     """
 
     @staticmethod
+    @_full_precision
     def forward(ctx, x: Tensor, inst_w: Tensor, bg_w: Tensor, eps: float, reuse: bool = True):
         b, q, p = x.shape
         need_grad = ctx.needs_input_grad[0]
@@ -78,6 +92,7 @@ class _LogProfile(torch.autograd.Function):
         return prof, bg.squeeze(-1)
 
     @staticmethod
+    @_full_precision
     def backward(ctx, g_prof: Tensor, g_bg: Tensor):
         inst_w, bg_w = ctx.saved_tensors
         factor = ctx.factor

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .mask_influencer import _full_precision
+
 
 __all__ = ["pair_stats"]
 
@@ -36,6 +38,7 @@ def _row_chunk(x: Tensor) -> int:
 
 class _PairStats(torch.autograd.Function):
     @staticmethod
+    @_full_precision
     def forward(ctx, x: Tensor, t: Tensor, pv: Tensor):
         b, q, p = x.shape
         k = t.shape[1]
@@ -56,6 +59,7 @@ class _PairStats(torch.autograd.Function):
         return xt[..., :k], sp, pt[..., :k], pt[..., k]
 
     @staticmethod
+    @_full_precision
     def backward(ctx, g_xt: Tensor, g_sp: Tensor, g_pt: Tensor, g_ps: Tensor):
         x, t_ext = ctx.saved_tensors
         b, q, p = x.shape

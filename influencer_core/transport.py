@@ -54,16 +54,16 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
     big = torch.where(col_ok[:, None, :], cost, torch.zeros_like(cost))
     if eps_start is None:
         span = (big.amax(dim=(1, 2)) - big.amin(dim=(1, 2))).max()
-        eps_start_t = torch.maximum(span, torch.tensor(epsilon, device=cost.device))
+        eps_start_t = span.clamp(min=epsilon)
     else:
-        eps_start_t = torch.tensor(max(eps_start, epsilon), device=cost.device)
+        eps_start_t = torch.full((), max(eps_start, epsilon), device=cost.device)
     mask = torch.where(col_ok[:, None, :], torch.zeros_like(cost), torch.full_like(cost, _NEG))
     f = torch.zeros(b, q, device=cost.device)
     g = torch.zeros(b, k1, device=cost.device)
     warm = max(iters // 2, 1)
-    ratio = torch.log(torch.tensor(epsilon, device=cost.device) / eps_start_t)
+    ratio = torch.log(epsilon / eps_start_t)
     for it in range(iters):
-        eps = eps_start_t * torch.exp(ratio * min(it / warm, 1.0)) if it < warm else torch.tensor(epsilon, device=cost.device)
+        eps = eps_start_t * torch.exp(ratio * (it / warm)) if it < warm else epsilon
         logk = mask - big / eps
         f = eps * (log_row - torch.logsumexp(logk + g[:, None, :] / eps, dim=2))
         g = eps * (log_col - torch.logsumexp(logk + f[:, :, None] / eps, dim=1))

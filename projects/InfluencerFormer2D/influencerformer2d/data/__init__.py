@@ -1,0 +1,1 @@
+"""Dataset registration for InfluencerFormer2D."""
