@@ -102,7 +102,8 @@ class SetCriterion(nn.Module):
         self.deep_supervision = deep_supervision
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = no_object_weight
-        self.register_buffer("empty_weight", empty_weight, persistent=False)
+        # persistent: Mask2Former checkpoints carry criterion.empty_weight
+        self.register_buffer("empty_weight", empty_weight)
 
     # ---- weights -----------------------------------------------------------------
     def base_weights(self) -> Dict[str, float]:
