@@ -1,0 +1,126 @@
+"""Config keys of InfluencerFormer2D.
+
+``add_influencerformer_config(cfg)`` adds, with the same names and defaults, every key that
+Mask2Former's ``add_maskformer2_config`` adds (so Mask2Former's yaml files load unchanged),
+plus the keys that pick and tune the training criterion (``MODEL.MASK_FORMER.CRITERION`` and
+``MODEL.MASK_FORMER.INFLUENCER.*``).
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_influencerformer_config", "CRITERION_NAMES"]
+
+# Names accepted by MODEL.MASK_FORMER.CRITERION; they are the keys of influencer_core.CRITERIA
+# (kept literal here so that reading a config never needs influencer_core).
+CRITERION_NAMES = ("hungarian", "influencer_reference", "influencer_ot")
+
+
+def add_influencerformer_config(cfg):
+    """Add the InfluencerFormer2D keys to a detectron2 config (in place)."""
+    # ---- data: which dataset mapper, its augmentations and padding -------------------------
+    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
+    cfg.INPUT.COLOR_AUG_SSD = False
+    # Random crops are retried until no single category covers more than this share of the
+    # crop (semantic segmentation mapper only).
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Pad image and ground truth in the dataset mapper to a multiple of this (-1: no padding).
+    cfg.INPUT.SIZE_DIVISIBILITY = -1
+    # Large-scale jitter (the COCO "*_lsj" mappers): output size and scale range.
+    cfg.INPUT.IMAGE_SIZE = 1024
+    cfg.INPUT.MIN_SCALE = 0.1
+    cfg.INPUT.MAX_SCALE = 2.0
+
+    # ---- solver ------------------------------------------------------------------------------
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0  # weight decay of nn.Embedding parameters
+    cfg.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW" or "SGD"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1  # learning-rate factor of the backbone
+
+    cfg.MODEL.MASK_FORMER = CN()
+
+    # ---- loss weights (Hungarian baseline; also used by the transport criterion) -------------
+    cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = True
+    cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1
+    cfg.MODEL.MASK_FORMER.CLASS_WEIGHT = 1.0
+    cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 1.0
+    cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 20.0
+
+    # ---- transformer decoder -----------------------------------------------------------------
+    cfg.MODEL.MASK_FORMER.NHEADS = 8
+    cfg.MODEL.MASK_FORMER.DROPOUT = 0.1
+    cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048
+    cfg.MODEL.MASK_FORMER.ENC_LAYERS = 0
+    # Number of predictions supervised: the decoder has DEC_LAYERS - 1 layers, plus the
+    # prediction made from the learnable queries before the first layer.
+    cfg.MODEL.MASK_FORMER.DEC_LAYERS = 6
+    cfg.MODEL.MASK_FORMER.PRE_NORM = False
+    cfg.MODEL.MASK_FORMER.HIDDEN_DIM = 256
+    cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100
+    # What the decoder reads: "multi_scale_pixel_decoder" for Mask2Former, else
+    # "transformer_encoder", "pixel_embedding" or a backbone feature name.
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"
+    cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+
+    # ---- inference ---------------------------------------------------------------------------
+    cfg.MODEL.MASK_FORMER.TEST = CN()
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = True
+    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+    cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0
+    cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0
+    cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+
+    # Images are padded to a multiple of this in the model (overrides a backbone whose
+    # size_divisibility is 0, e.g. ResNet).
+    cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
+
+    # ---- point-sampled mask losses (PointRend-style importance sampling) ---------------------
+    cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112
+    cfg.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0  # k in PointRend
+    cfg.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75  # beta in PointRend
+
+    # ---- pixel decoder -----------------------------------------------------------------------
+    cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 256
+    cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"
+    # Multi-scale deformable attention encoder of MSDeformAttnPixelDecoder.
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+
+    # ---- Swin Transformer backbone (D2SwinTransformer) ---------------------------------------
+    cfg.MODEL.SWIN = CN()
+    cfg.MODEL.SWIN.PRETRAIN_IMG_SIZE = 224
+    cfg.MODEL.SWIN.PATCH_SIZE = 4
+    cfg.MODEL.SWIN.EMBED_DIM = 96
+    cfg.MODEL.SWIN.DEPTHS = [2, 2, 6, 2]
+    cfg.MODEL.SWIN.NUM_HEADS = [3, 6, 12, 24]
+    cfg.MODEL.SWIN.WINDOW_SIZE = 7
+    cfg.MODEL.SWIN.MLP_RATIO = 4.0
+    cfg.MODEL.SWIN.QKV_BIAS = True
+    cfg.MODEL.SWIN.QK_SCALE = None
+    cfg.MODEL.SWIN.DROP_RATE = 0.0
+    cfg.MODEL.SWIN.ATTN_DROP_RATE = 0.0
+    cfg.MODEL.SWIN.DROP_PATH_RATE = 0.3
+    cfg.MODEL.SWIN.APE = False
+    cfg.MODEL.SWIN.PATCH_NORM = True
+    cfg.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.SWIN.USE_CHECKPOINT = False
+
+    # ---- InfluencerFormer: training criterion ------------------------------------------------
+    # One of CRITERION_NAMES: "hungarian" (Mask2Former's matching baseline),
+    # "influencer_reference" (mask-matrix Influencer loss), "influencer_ot" (entropic transport).
+    cfg.MODEL.MASK_FORMER.CRITERION = "influencer_ot"
+    cfg.MODEL.MASK_FORMER.INFLUENCER = CN()
+    # Reference variant: weights of the attractive, repulsive and background terms, the
+    # repulsion margin, the softmax temperature and the weight of the whole influencer term.
+    cfg.MODEL.MASK_FORMER.INFLUENCER.ATTR_WEIGHT = 1.0
+    cfg.MODEL.MASK_FORMER.INFLUENCER.REP_WEIGHT = 1.0
+    cfg.MODEL.MASK_FORMER.INFLUENCER.BG_WEIGHT = 1.0
+    cfg.MODEL.MASK_FORMER.INFLUENCER.REP_MARGIN = 1.0
+    cfg.MODEL.MASK_FORMER.INFLUENCER.TEMPERATURE = 1.0
+    cfg.MODEL.MASK_FORMER.INFLUENCER.WEIGHT = 5.0
+    # Transport variant: entropic regularisation, Sinkhorn iterations and the weight of the
+    # exclusion term (0 disables it); class/mask/dice weights are the ones above.
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.05
+    cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_ITERS = 50
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 0.0

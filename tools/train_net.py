@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Train and evaluate InfluencerFormer2D (detectron2's DefaultTrainer pattern).
+
+    python tools/train_net.py --config-file projects/InfluencerFormer2D/configs/coco.yaml --num-gpus 8
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS path/to/model.pth
+    python tools/train_net.py --config-file ... --resume
+
+The criterion is chosen by MODEL.MASK_FORMER.CRITERION (hungarian,
+influencer_reference, influencer_ot).  Without a GPU, MODEL.DEVICE falls back
+to cpu.
+"""
+import copy
+import itertools
+import logging
+import os
+import sys
+from collections import OrderedDict
+from typing import Any, Dict, List, Set
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for path in (ROOT, os.path.join(ROOT, "projects", "InfluencerFormer2D")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import detectron2.utils.comm as comm  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import MetadataCatalog, build_detection_train_loader  # noqa: E402
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.evaluation import (  # noqa: E402
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+    verify_results,
+)
+from detectron2.projects.deeplab import add_deeplab_config, build_lr_scheduler  # noqa: E402
+from detectron2.solver.build import maybe_add_gradient_clipping  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from influencerformer2d import add_influencerformer_config  # noqa: E402
+from influencerformer2d.data.dataset_mappers import (  # noqa: E402
+    COCOInstanceLSJDatasetMapper,
+    COCOPanopticLSJDatasetMapper,
+)
+
+MAPPERS = {"coco_panoptic_lsj": COCOPanopticLSJDatasetMapper, "coco_instance_lsj": COCOInstanceLSJDatasetMapper}
+
+
+def _fast_coco_eval_available() -> bool:
+    """detectron2's C++ COCOeval needs its compiled extension (absent in registry builds)."""
+    try:
+        from detectron2 import _C
+
+        return hasattr(_C, "COCOevalAccumulate") and not getattr(_C, "__file__", "").endswith(".py")
+    except ImportError:
+        return False
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with Mask2Former's evaluators, mappers and optimizer."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        kind = MetadataCatalog.get(dataset_name).evaluator_type
+        test = cfg.MODEL.MASK_FORMER.TEST
+        fast = _fast_coco_eval_available()
+        evaluators = []
+        if kind == "sem_seg" or (kind == "coco_panoptic_seg" and test.SEMANTIC_ON):
+            evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        if kind == "coco" or (kind == "coco_panoptic_seg" and test.INSTANCE_ON):
+            evaluators.append(COCOEvaluator(dataset_name, tasks=("segm",), output_dir=output_folder,
+                                            use_fast_impl=fast))
+        if kind == "coco_panoptic_seg" and test.PANOPTIC_ON:
+            evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+        if not evaluators:
+            raise NotImplementedError(f"no evaluator for dataset {dataset_name} of type {kind!r}")
+        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        name = cfg.INPUT.DATASET_MAPPER_NAME
+        if name not in MAPPERS:
+            raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(MAPPERS)}")
+        return build_detection_train_loader(cfg, mapper=MAPPERS[name](cfg, True))
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """AdamW/SGD; backbone lr x BACKBONE_MULTIPLIER; no decay on norms, embeddings and
+        Swin's position tables; optional full-model gradient clipping."""
+        norm_types = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm,
+                      torch.nn.GroupNorm, torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d,
+                      torch.nn.LayerNorm, torch.nn.LocalResponseNorm)
+        defaults = {"lr": cfg.SOLVER.BASE_LR, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}
+        params: List[Dict[str, Any]] = []
+        seen: Set[torch.nn.Parameter] = set()
+        for module_name, module in model.named_modules():
+            for param_name, value in module.named_parameters(recurse=False):
+                if not value.requires_grad or value in seen:
+                    continue
+                seen.add(value)
+                hp = copy.copy(defaults)
+                if "backbone" in module_name:
+                    hp["lr"] = hp["lr"] * cfg.SOLVER.BACKBONE_MULTIPLIER
+                if "relative_position_bias_table" in param_name or "absolute_pos_embed" in param_name:
+                    hp["weight_decay"] = 0.0
+                if isinstance(module, norm_types):
+                    hp["weight_decay"] = cfg.SOLVER.WEIGHT_DECAY_NORM
+                if isinstance(module, torch.nn.Embedding):
+                    hp["weight_decay"] = cfg.SOLVER.WEIGHT_DECAY_EMBED
+                params.append({"params": [value], **hp})
+
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        full_model_clip = clip.ENABLED and clip.CLIP_TYPE == "full_model" and clip.CLIP_VALUE > 0.0
+
+        def with_full_model_clipping(optim):
+            if not full_model_clip:
+                return optim
+
+            class FullModelClipped(optim):
+                def step(self, closure=None):
+                    all_params = itertools.chain(*[g["params"] for g in self.param_groups])
+                    torch.nn.utils.clip_grad_norm_(all_params, clip.CLIP_VALUE)
+                    return super().step(closure=closure)
+
+            return FullModelClipped
+
+        kind = cfg.SOLVER.OPTIMIZER
+        if kind == "SGD":
+            optimizer = with_full_model_clipping(torch.optim.SGD)(params, cfg.SOLVER.BASE_LR,
+                                                                  momentum=cfg.SOLVER.MOMENTUM)
+        elif kind == "ADAMW":
+            optimizer = with_full_model_clipping(torch.optim.AdamW)(params, cfg.SOLVER.BASE_LR)
+        else:
+            raise NotImplementedError(f"SOLVER.OPTIMIZER={kind!r}; choose SGD or ADAMW")
+        if not full_model_clip:
+            optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+        return optimizer
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_influencerformer_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="influencerformer2d")
+    if cfg.MODEL.DEVICE == "cpu":
+        logging.getLogger("influencerformer2d").warning("no CUDA device: running on the CPU")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Draw a trained model's panoptic predictions next to the ground truth (detectron2 Visualizer).
+
+    python tools/visualize_predictions.py --config-file projects/InfluencerFormer2D/configs/synthetic.yaml \
+        [--weights output/.../model_final.pth] [--num 6] [--output predictions.png]
+
+Writes one PNG: a row per image, ground truth left, prediction right.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for path in (ROOT, os.path.join(ROOT, "projects", "InfluencerFormer2D")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data import detection_utils as utils  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
+from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
+
+from influencerformer2d import add_influencerformer_config  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-file", required=True)
+    ap.add_argument("--weights", default=None, help="default: OUTPUT_DIR/model_final.pth")
+    ap.add_argument("--dataset", default=None, help="default: the config's first test dataset")
+    ap.add_argument("--num", type=int, default=6)
+    ap.add_argument("--output", default=None, help="default: OUTPUT_DIR/predictions.png")
+    ap.add_argument("opts", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_influencerformer_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    weights = args.weights or os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    if not os.path.exists(weights):
+        raise SystemExit(f"no weights at {weights}: train first (python tools/train_net.py --config-file "
+                         f"{args.config_file}) or pass --weights")
+    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(weights)
+    meta = MetadataCatalog.get(dataset)
+    rows = []
+    for record in DatasetCatalog.get(dataset)[: args.num]:
+        image = utils.read_image(record["file_name"], format="RGB")
+        with torch.no_grad():
+            out = model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy()),
+                          "height": image.shape[0], "width": image.shape[1]}])[0]
+        gt = Visualizer(image, meta, instance_mode=ColorMode.IMAGE).draw_dataset_dict(record).get_image()
+        seg, segments = out["panoptic_seg"]
+        pred = Visualizer(image, meta, instance_mode=ColorMode.IMAGE).draw_panoptic_seg_predictions(
+            seg.cpu(), segments).get_image()
+        rows.append(np.concatenate([gt, pred], axis=1))
+    out_path = args.output or os.path.join(cfg.OUTPUT_DIR, "predictions.png")
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    from PIL import Image
+
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out_path)
+    print(f"wrote {out_path} ({len(rows)} images: ground truth | prediction)")
+
+
+if __name__ == "__main__":
+    main()
