@@ -7,7 +7,9 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # 2 MB pages for large CPU tensors (PyTorch allocator option): far fewer page faults
 export THP_MEM_ALLOC_ENABLE ?= 1
 
-.PHONY: install install-core demo test test-core benchmark
+DEMO_CFG := projects/InfluencerFormer2D/configs/synthetic.yaml
+
+.PHONY: install install-core demo data-2d test test-core benchmark
 
 install:
 	bash tools/install.sh
@@ -15,8 +17,14 @@ install:
 install-core:
 	bash tools/install.sh --core
 
-demo: install
-	$(PY) tools/benchmark_criterion.py
+data-2d: install
+	$(PY) datasets/prepare_synthetic_2d.py
+
+# Embedded default: synthetic COCO-format data, a small InfluencerFormer2D trained on CPU,
+# PQ/AP evaluation (output/synthetic_influencer_ot/metrics.json, TensorBoard events) and a PNG.
+demo: data-2d
+	$(PY) tools/train_net.py --config-file $(DEMO_CFG)
+	$(PY) tools/visualize_predictions.py --config-file $(DEMO_CFG)
 
 test: install
 	$(PY) -m pytest -q tests

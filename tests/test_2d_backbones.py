@@ -1,7 +1,7 @@
 """2D backbones: Swin (ours, Mask2Former's D2SwinTransformer layout) and detectron2's ResNet-50.
 
 Checkpoint layouts are compared with the recorded upstream key lists in
-/work/shared/reference/checkpoint-keys (or $INFLUENCERFORMER_CHECKPOINT_KEYS).  The Swin behaviour
+tests/data/checkpoint_keys.  The Swin behaviour
 (shifted windows, masks, relative position bias, padding, patch merging order) is checked against
 brute-force formulations written from the paper's definitions.
 """
@@ -29,9 +29,7 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.layers import ShapeSpec  # noqa: E402
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_backbone  # noqa: E402
 
-KEYS_DIR = os.environ.get(
-    "INFLUENCERFORMER_CHECKPOINT_KEYS", "/work/shared/reference/checkpoint-keys"
-)
+KEYS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checkpoint_keys")
 SWIN_FILE = os.path.join(PROJECT_2D, "influencerformer2d", "modeling", "backbone", "swin.py")
 
 

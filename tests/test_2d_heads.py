@@ -34,7 +34,7 @@ from influencerformer2d.modeling.transformer_decoder import (  # noqa: E402
     PositionEmbeddingSine,
 )
 
-KEYS_DIR = "/work/shared/reference/checkpoint-keys"
+KEYS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checkpoint_keys")
 FEATURES = ("res2", "res3", "res4", "res5")
 STRIDES = (4, 8, 16, 32)
 R50_CHANNELS = (256, 512, 1024, 2048)

@@ -136,6 +136,18 @@ use COCOEvaluator(..., use_fast_impl=False).
 """
 
 
+def get_compiler_version():
+    return "none (python-only build, no compiled extension)"
+
+
+def get_cuda_version():
+    return "none (python-only build)"
+
+
+def has_cuda():
+    return False
+
+
 def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)

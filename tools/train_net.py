@@ -60,7 +60,21 @@ def _fast_coco_eval_available() -> bool:
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with Mask2Former's evaluators, mappers and optimizer."""
+    """DefaultTrainer with Mask2Former's evaluators, mappers and optimizer.
+
+    Checkpoints also carry the optimizer (and AMP scaler) state, which detectron2
+    0.6's DefaultTrainer leaves out, so ``--resume`` continues where training stopped.
+    """
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -60,9 +60,10 @@ def main():
         with torch.no_grad():
             out = model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy()),
                           "height": image.shape[0], "width": image.shape[1]}])[0]
-        gt = Visualizer(image, meta, instance_mode=ColorMode.IMAGE).draw_dataset_dict(record).get_image()
+        scale = max(1.0, 384 / max(image.shape[:2]))  # small images: draw larger so labels stay legible
+        gt = Visualizer(image, meta, scale=scale, instance_mode=ColorMode.IMAGE).draw_dataset_dict(record).get_image()
         seg, segments = out["panoptic_seg"]
-        pred = Visualizer(image, meta, instance_mode=ColorMode.IMAGE).draw_panoptic_seg_predictions(
+        pred = Visualizer(image, meta, scale=scale, instance_mode=ColorMode.IMAGE).draw_panoptic_seg_predictions(
             seg.cpu(), segments).get_image()
         rows.append(np.concatenate([gt, pred], axis=1))
     out_path = args.output or os.path.join(cfg.OUTPUT_DIR, "predictions.png")

@@ -1,4 +1,9 @@
-"""InfluencerFormer2D: Mask2Former-style segmentation trained with the Influencer Loss (detectron2 project)."""
+"""InfluencerFormer2D: Mask2Former-style segmentation trained with the Influencer Loss (detectron2 project).
 
-from .config import add_influencerformer_config  # noqa: E402,F401
-from . import modeling  # noqa: E402,F401  (registers the head, pixel decoder, decoder and Swin in detectron2)
+Importing the package registers the meta-architecture, head, pixel decoder,
+transformer decoder, Swin backbone and the datasets (synthetic and COCO).
+"""
+from .config import add_influencerformer_config  # noqa: F401
+from . import modeling  # noqa: F401  (head, pixel decoder, decoder, Swin)
+from . import data  # noqa: F401  (dataset registration)
+from .influencerformer_model import InfluencerFormer  # noqa: F401

@@ -1,0 +1,182 @@
+"""InfluencerFormer2D end to end: configs, checkpoint layout, training, evaluation, resume."""
+import glob
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.full_stack
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT = os.path.join(ROOT, "projects", "InfluencerFormer2D")
+CONFIGS = os.path.join(PROJECT, "configs")
+KEYS = os.path.join(ROOT, "tests", "data", "checkpoint_keys")
+for p in (PROJECT, os.path.join(ROOT, "tools")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+detectron2 = pytest.importorskip("detectron2")
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
+
+import influencerformer2d  # noqa: E402,F401
+from influencerformer2d import add_influencerformer_config  # noqa: E402
+from influencerformer2d.data.datasets import register_synthetic_coco  # noqa: E402
+
+
+def load_cfg(name, *opts):
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_influencerformer_config(cfg)
+    cfg.merge_from_file(os.path.join(CONFIGS, name))
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("syn2d"))
+    spec = importlib.util.spec_from_file_location("prep2d", os.path.join(ROOT, "datasets", "prepare_synthetic_2d.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.generate(root, num_train=12, num_val=4, image_size=64, seed=3)
+    register_synthetic_coco(root, prefix="t2d")
+    yield root
+
+
+@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIGS, "*.yaml"))))
+def test_every_config_builds(name):
+    if "swinL" in name:
+        pytest.skip("built in test_checkpoint_layout (200M parameters, built once)")
+    model = build_model(load_cfg(name, "MODEL.WEIGHTS", ""))
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("cfg_name,keys", [("coco.yaml", "m2f_r50_panoptic_keys.json"),
+                                           ("coco-instance-hungarian.yaml", "m2f_r50_instance_keys.json"),
+                                           ("coco-swinL.yaml", "m2f_swinL_panoptic_keys.json")])
+def test_checkpoint_layout_equals_mask2former(cfg_name, keys):
+    """The whole model's state_dict has exactly Mask2Former's keys and shapes: its checkpoints load."""
+    with open(os.path.join(KEYS, keys)) as f:
+        ref = json.load(f)
+    model = build_model(load_cfg(cfg_name, "MODEL.WEIGHTS", ""))
+    sd = model.state_dict()
+    assert set(sd) == set(ref), (sorted(set(ref) - set(sd))[:5], sorted(set(sd) - set(ref))[:5])
+    assert all(list(sd[k].shape) == ref[k] for k in ref)
+    model.load_state_dict({k: torch.zeros(ref[k]) if ref[k] else torch.zeros(()) for k in ref}, strict=True)
+
+
+def _batch(dataset, n=2):
+    from influencerformer2d.data.dataset_mappers import COCOPanopticLSJDatasetMapper
+
+    cfg = load_cfg("synthetic.yaml", "INPUT.IMAGE_SIZE", 64)
+    mapper = COCOPanopticLSJDatasetMapper(cfg, True)
+    return [mapper(r) for r in DatasetCatalog.get(dataset)[:n]]
+
+
+@pytest.mark.parametrize("criterion", ["hungarian", "influencer_reference", "influencer_ot"])
+def test_full_model_forward_backward_each_criterion(synthetic_root, criterion):
+    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.CRITERION", criterion, "DATASETS.TRAIN",
+                   ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256)
+    model = build_model(cfg)
+    model.train()
+    losses = model(_batch("t2d_train_panoptic"))
+    assert set(losses) == set(model.weight_dict)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    head = [p for n, p in model.named_parameters() if n.startswith("sem_seg_head.predictor")]
+    assert all(p.grad is not None for p in head)
+
+
+def _run_trainer(cfg, resume=False):
+    from train_net import Trainer
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    return trainer
+
+
+def _train_cfg(tmp, synthetic_root, *opts):
+    cfg = load_cfg("synthetic.yaml", "DATASETS.TRAIN", ("t2d_train_panoptic",), "DATASETS.TEST", ("t2d_val_panoptic",),
+                   "INPUT.IMAGE_SIZE", 64, "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64,
+                   "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(tmp), "SEED", 7, *opts)
+    return cfg
+
+
+def test_twenty_iterations_lower_the_loss(tmp_path, synthetic_root):
+    cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 20, "SOLVER.BASE_LR", 0.001,
+                     "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", ())
+    trainer = _run_trainer(cfg)
+    trainer.train()
+    history = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(history) == 20 and all(np.isfinite(history))
+    assert np.mean(history[-5:]) < 0.9 * np.mean(history[:5])
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "model_final.pth").exists()
+
+
+def test_resume_restores_identical_state(tmp_path, synthetic_root):
+    cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 3, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", ())
+    a = _run_trainer(cfg)
+    a.train()
+    b = _run_trainer(cfg, resume=True)
+    assert b.start_iter == 3
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    oa, ob = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert all(torch.equal(oa["state"][i]["exp_avg"], ob["state"][i]["exp_avg"]) for i in oa["state"])
+    assert a.scheduler.state_dict()["last_epoch"] == b.scheduler.state_dict()["last_epoch"]
+
+
+class _PerfectModel(torch.nn.Module):
+    """Turns each image's ground truth into perfect logits and runs the model's own inference."""
+
+    def __init__(self, model, records):
+        super().__init__()
+        self.model = model
+        self.records = {r["image_id"]: r for r in records}
+
+    def forward(self, batched_inputs):
+        from detectron2.data import detection_utils as utils
+        from panopticapi.utils import rgb2id
+
+        out = []
+        for inp in batched_inputs:
+            rec = self.records[inp["image_id"]]
+            pan = torch.from_numpy(rgb2id(utils.read_image(rec["pan_seg_file_name"], "RGB")).astype(np.int64))
+            segs = rec["segments_info"]
+            q = self.model.num_queries
+            c = self.model.sem_seg_head.num_classes
+            cls = torch.full((q, c + 1), -20.0)
+            cls[:, c] = 20.0
+            masks = torch.full((q, *pan.shape), -20.0)
+            for i, s in enumerate(segs):
+                cls[i, c] = -20.0
+                cls[i, s["category_id"]] = 20.0
+                masks[i][pan == s["id"]] = 20.0
+            out.append({"panoptic_seg": self.model.panoptic_inference(cls, masks),
+                        "instances": self.model.instance_inference(cls, masks)})
+        return out
+
+
+def test_perfect_prediction_scores_pq_100_and_ap_100(tmp_path, synthetic_root):
+    from detectron2.data import build_detection_test_loader
+    from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, inference_on_dataset
+
+    cfg = _train_cfg(tmp_path, synthetic_root)
+    model = build_model(cfg).eval()
+    name = "t2d_val_panoptic"
+    perfect = _PerfectModel(model, DatasetCatalog.get(name))
+    evaluator = DatasetEvaluators([COCOPanopticEvaluator(name, str(tmp_path / "pan")),
+                                   COCOEvaluator(name, tasks=("segm",), output_dir=str(tmp_path / "coco"),
+                                                 use_fast_impl=False)])
+    res = inference_on_dataset(perfect, build_detection_test_loader(cfg, name), evaluator)
+    assert res["panoptic_seg"]["PQ"] == pytest.approx(100.0)
+    assert res["segm"]["AP"] == pytest.approx(100.0)
