@@ -41,6 +41,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from influencerformer2d import add_influencerformer_config  # noqa: E402
+from influencerformer2d.evaluation import DuplicateRateEvaluator  # noqa: E402
 from influencerformer2d.data.dataset_mappers import (  # noqa: E402
     COCOInstanceLSJDatasetMapper,
     COCOPanopticLSJDatasetMapper,
@@ -90,6 +91,8 @@ class Trainer(DefaultTrainer):
                                             use_fast_impl=fast))
         if kind == "coco_panoptic_seg" and test.PANOPTIC_ON:
             evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+        if test.INSTANCE_ON and kind in ("coco", "coco_panoptic_seg"):
+            evaluators.append(DuplicateRateEvaluator())
         if not evaluators:
             raise NotImplementedError(f"no evaluator for dataset {dataset_name} of type {kind!r}")
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

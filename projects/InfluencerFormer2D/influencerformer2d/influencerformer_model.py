@@ -4,6 +4,7 @@ Inputs are detectron2 dataset-mapper dicts; in training the model returns
 weighted losses, in inference the same per-image results as Mask2Former
 (``sem_seg``, ``panoptic_seg``, ``instances``).
 """
+import time
 from typing import Dict, List, Tuple
 
 import torch
@@ -22,6 +23,14 @@ from detectron2.utils.memory import retry_if_cuda_oom
 from influencer_core import CRITERIA, build_criterion
 
 __all__ = ["InfluencerFormer", "build_criterion_from_cfg"]
+
+
+def _put_scalar(name: str, value: float) -> None:
+    """Log to detectron2's EventStorage when one is active (inside a trainer)."""
+    try:
+        get_event_storage().put_scalar(name, value)
+    except AssertionError:
+        pass
 
 
 def build_criterion_from_cfg(cfg, num_classes: int):
@@ -122,7 +131,10 @@ class InfluencerFormer(nn.Module):
             if "instances" not in batched_inputs[0]:
                 raise ValueError("training needs 'instances' in every input: use a mapper that produces them")
             targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
-            return self.weighted_losses(self.criterion(outputs, targets))
+            start = time.perf_counter()
+            losses = self.weighted_losses(self.criterion(outputs, targets))
+            _put_scalar("time/criterion_forward", time.perf_counter() - start)
+            return losses
         return self.inference(outputs, batched_inputs, images)
 
     def weighted_losses(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -130,10 +142,7 @@ class InfluencerFormer(nn.Module):
         out = {}
         for key, value in losses.items():
             if not key.startswith("loss_"):
-                try:
-                    get_event_storage().put_scalar(f"criterion/{key}", float(value))
-                except AssertionError:  # no EventStorage outside a trainer
-                    pass
+                _put_scalar(f"criterion/{key}", float(value))
                 continue
             if key not in self.weight_dict:
                 raise KeyError(f"loss '{key}' has no weight in weight_dict {sorted(self.weight_dict)}: "
