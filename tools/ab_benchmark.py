@@ -153,10 +153,9 @@ def main():
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides, KEY VALUE ...")
     args = ap.parse_args()
     os.makedirs(args.output, exist_ok=True)
-    results = {}
-    for c in args.criteria:
-        results[c] = []
-        for s in args.seeds:
+    results = {c: [] for c in args.criteria}
+    for s in args.seeds:  # seed-major: an interrupted study still has every criterion for the first seeds
+        for c in args.criteria:
             rows = run_one(args, c, s, os.path.join(args.output, c, f"seed_{s}"))
             evals, timing = summarise_run(rows, args.iters)
             results[c].append({"seed": s, "evals": evals, "timing": timing})
