@@ -433,12 +433,6 @@ class OTInfluencerCriterion(SharedPointCriterion):
                 losses.update({f"{k}_{i - 1}": v for k, v in layer_losses.items() if k.startswith("loss_")})
         return losses
 
-    def layer_losses(self, layer, targets, state):
-        packed: MaskBatch = state["targets"]
-        x = self.point_logits(layer["pred_masks"], state)
-        costs = self.pair_costs(layer["pred_logits"], x, packed, state["labels"])
-        return self.losses_from_plan(costs, self.plan(costs, packed.valid), state)
-
     def losses_from_plan(self, costs: Dict[str, Tensor], plan: Tensor, state: Dict) -> Dict[str, Tensor]:
         """Losses of one layer given its pair costs and (detached) plan [B, Q, K+1]."""
         packed: MaskBatch = state["targets"]
