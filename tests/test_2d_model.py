@@ -122,6 +122,23 @@ def test_twenty_iterations_lower_the_loss(tmp_path, synthetic_root):
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "model_final.pth").exists()
 
 
+def test_epsilon_annealing_hook_sets_and_logs_epsilon(tmp_path, synthetic_root):
+    cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 4, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
+                     "MODEL.MASK_FORMER.CRITERION", "influencer_ot", "MODEL.MASK_FORMER.INFLUENCER.EPSILON", 0.4,
+                     "MODEL.MASK_FORMER.INFLUENCER.EPSILON_END", 0.025,
+                     "MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE", "exp")
+    trainer = _run_trainer(cfg)
+    trainer.train()
+    logged = [v for v, _ in trainer.storage.history("criterion/epsilon").values()]
+    assert logged == pytest.approx([0.4, 0.2, 0.1, 0.05])  # 0.4 * (1/16) ** (i / 4)
+    assert trainer.model.criterion.epsilon == pytest.approx(0.05)
+    bad = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
+                     "MODEL.MASK_FORMER.CRITERION", "hungarian",
+                     "MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE", "cosine")
+    with pytest.raises(ValueError, match="EPSILON_SCHEDULE"):
+        _run_trainer(bad).train()
+
+
 def test_resume_restores_identical_state(tmp_path, synthetic_root):
     cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 3, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", ())
     a = _run_trainer(cfg)

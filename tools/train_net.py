@@ -42,6 +42,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from influencerformer2d import add_influencerformer_config  # noqa: E402
 from influencerformer2d.evaluation import DuplicateRateEvaluator  # noqa: E402
+from influencerformer2d.hooks import EpsilonAnnealingHook, epsilon_schedule_from_cfg  # noqa: E402
 from influencerformer2d.data.dataset_mappers import (  # noqa: E402
     COCOInstanceLSJDatasetMapper,
     COCOPanopticLSJDatasetMapper,
@@ -76,6 +77,13 @@ class Trainer(DefaultTrainer):
         super().load_state_dict(state_dict)
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        schedule = epsilon_schedule_from_cfg(self.cfg)
+        if schedule is not None:  # before the periodic writer, so the value of this step is logged
+            hooks.insert(-1, EpsilonAnnealingHook(schedule))
+        return hooks
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

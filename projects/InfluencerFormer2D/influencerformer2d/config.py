@@ -124,3 +124,9 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.05
     cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_ITERS = 50
     cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 0.0
+    # Epsilon annealing during training (influencer_core.schedules.EpsilonSchedule): "constant"
+    # keeps EPSILON; "linear" / "cosine" / "exp" go from EPSILON to EPSILON_END between
+    # EPSILON_WARMUP and SOLVER.MAX_ITER iterations (the trainer's EpsilonAnnealingHook).
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE = "constant"
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_END = 0.005
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_WARMUP = 0
