@@ -380,13 +380,18 @@ class OTInfluencerCriterion(SharedPointCriterion):
     def __init__(self, num_classes: int, class_weight: float = 2.0, mask_weight: float = 5.0,
                  dice_weight: float = 5.0, exclusion_weight: float = 0.0, no_object_weight: float = 0.1,
                  num_points: int = 12544, deep_supervision: bool = True, epsilon: float = 0.05,
-                 sinkhorn_iters: int = 50):
+                 sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+        if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
+            raise ValueError(f"need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1, got "
+                             f"{oversample_ratio}, {importance_sample_ratio}")
         self.mask_weight = mask_weight
         self.dice_weight = dice_weight
         self.exclusion_weight = exclusion_weight
         self.epsilon = epsilon
         self.sinkhorn_iters = sinkhorn_iters
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
 
     def pair_costs(self, class_logits: Tensor, x: Tensor, packed: MaskBatch, labels: Tensor) -> Dict[str, Tensor]:
         """Per-pair CE [B, Q, K], BCE [B, Q, K], dice [B, Q, K] and no-object CE [B, Q]."""
@@ -424,14 +429,59 @@ class OTInfluencerCriterion(SharedPointCriterion):
                                  packed, state["labels"]) for layer in layers]
         plans = sinkhorn_plan(torch.cat([self.cost_matrix(c) for c in costs], 0),
                               packed.valid.repeat(len(layers), 1), self.epsilon, self.sinkhorn_iters)
+        resample = self.importance_sample_ratio > 0 and self.is_image_mode(outputs["pred_masks"])
         losses: Dict[str, Tensor] = {}
-        for i, (c, plan) in enumerate(zip(costs, plans.chunk(len(layers), 0))):
+        for i, (c, plan, layer) in enumerate(zip(costs, plans.chunk(len(layers), 0), layers)):
+            if resample:  # the loss at importance-sampled points, the plan from the uniform ones
+                c = self.importance_costs(layer, plan, targets, state)
             layer_losses = self.losses_from_plan(c, plan, state)
             if i == 0:
                 losses.update(layer_losses)
             else:
                 losses.update({f"{k}_{i - 1}": v for k, v in layer_losses.items() if k.startswith("loss_")})
         return losses
+
+    @torch.no_grad()
+    def importance_points(self, masks: Tensor, owner: Tensor) -> Tensor:
+        """Shared loss points [B, num_points, 2] in [0, 1] (x, y) for mask logits [B, Q, H, W]
+        and query weights ``owner`` [B, Q]: the most uncertain of ``oversample_ratio`` x
+        uniform candidates (uncertainty ``sum_q owner_q * s_q (1 - s_q)``, s = sigmoid),
+        then uniform points for the remaining ``1 - importance_sample_ratio``."""
+        b = masks.shape[0]
+        n_over = int(self.num_points * self.oversample_ratio)
+        n_imp = int(self.num_points * self.importance_sample_ratio)
+        cand = torch.rand(b, n_over, 2, device=masks.device)
+        prob = point_sample(masks.detach().float(), cand).sigmoid_()
+        unc = torch.bmm(owner.float().unsqueeze(1), prob * (1 - prob))[:, 0]  # [B, n_over]
+        top = unc.topk(n_imp, dim=1).indices
+        return torch.cat([torch.gather(cand, 1, top.unsqueeze(-1).expand(-1, -1, 2)),
+                          torch.rand(b, self.num_points - n_imp, 2, device=masks.device)], 1)
+
+    def importance_costs(self, layer: Dict, plan: Tensor, targets: Sequence[Dict], state: Dict) -> Dict[str, Tensor]:
+        """Pair costs of one layer at importance-sampled points (image mode), like Mask2Former's loss.
+
+        Mask2Former matches on uniform points and computes the mask losses at points chosen by
+        uncertainty (``oversample_ratio`` x candidates, the ``importance_sample_ratio`` most
+        uncertain, the rest uniform).  Here the points are shared by the queries of an image: a
+        candidate's uncertainty is ``sum_q owner_q * sigmoid(x_q) * sigmoid(-x_q)`` with
+        ``owner_q`` the instance mass of query q in the (detached) plan, so the points gather
+        on the boundaries of the masks that own instances.  Targets are read bilinearly at the
+        points, as Mask2Former does.  Returns the dict of :meth:`pair_costs`.
+        """
+        masks = layer["pred_masks"]
+        packed: MaskBatch = state["targets"]
+        b, k = packed.masks.shape[:2]
+        with torch.no_grad():
+            owner = (plan[..., :k] * packed.valid.unsqueeze(1)).sum(-1)  # [B, Q]
+            coords = self.importance_points(masks, owner)
+            tgt = torch.zeros(b, k, self.num_points, device=masks.device)
+            for i, t in enumerate(targets):  # one grid_sample per image (all its instances at once)
+                if t["masks"].shape[0]:
+                    tgt[i, : t["masks"].shape[0]] = point_sample(
+                        t["masks"].to(masks.device)[None].float(), coords[i:i + 1])[0]
+        x = point_sample(masks.float(), coords)  # [B, Q, P]
+        soft = MaskBatch(tgt, packed.valid, torch.ones(b, self.num_points, dtype=torch.bool, device=masks.device))
+        return self.pair_costs(layer["pred_logits"], x, soft, state["labels"])
 
     def losses_from_plan(self, costs: Dict[str, Tensor], plan: Tensor, state: Dict) -> Dict[str, Tensor]:
         """Losses of one layer given its pair costs and (detached) plan [B, Q, K+1]."""

@@ -241,3 +241,62 @@ def test_pair_stats_match_autograd():
         assert torch.allclose(a.double(), b, rtol=1e-5, atol=1e-3)
     sum(o.mul(ww.double()).sum() for o, ww in zip(ref, w)).backward()
     assert torch.allclose(g1.double(), x2.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_importance_points_gather_on_owned_boundaries():
+    torch.manual_seed(0)
+    crit = build_criterion("influencer_ot", num_classes=C, num_points=400, oversample_ratio=3.0,
+                           importance_sample_ratio=0.75)
+    n = 64
+    yy, xx = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
+    r_owned = ((xx - 20) ** 2 + (yy - 20) ** 2).sqrt()
+    r_free = ((xx - 46) ** 2 + (yy - 46) ** 2).sqrt()
+    logits = torch.stack([2.0 * (10 - r_owned), 2.0 * (10 - r_free), torch.full((n, n), -8.0)])[None]
+    coords = crit.importance_points(logits, torch.tensor([[1.0, 0.0, 0.0]]))[0]  # [P, 2]
+    assert coords.shape == (400, 2) and bool(((coords >= 0) & (coords <= 1)).all())
+    px = coords * n
+    d_owned = (((px[:, 0] - 20) ** 2 + (px[:, 1] - 20) ** 2).sqrt() - 10).abs()
+    d_free = (((px[:, 0] - 46) ** 2 + (px[:, 1] - 46) ** 2).sqrt() - 10).abs()
+    # ~7.7 % of the image lies within 2.5 px of a circle: the 1200 candidates hold ~90 such points,
+    # and the most uncertain ones (topk order) are exactly those on the owned mask's boundary
+    top = slice(0, 60)
+    assert bool((d_owned[top] < 2.5).all()) and not bool((d_free[top] < 2.5).any())
+    assert (d_owned[:300] < 2.5).float().mean() > 3 * 0.077  # boundary-dense importance points
+    assert (d_owned[300:] < 2.5).float().mean() < 0.2  # the remaining 100 are uniform
+
+
+def _image_scene(seed, n=32, hi=6.0):
+    """Rectangles on an n x n grid; the correct prediction has one query per instance."""
+    g = torch.Generator().manual_seed(seed)
+    k, q = 3, 6
+    masks = torch.zeros(k, n, n)
+    for j in range(k):
+        y0, x0 = (int(v) for v in torch.randint(0, n - 10, (2,), generator=g))
+        masks[j, y0:y0 + 8 + j, x0:x0 + 9] = 1
+    masks = masks * (masks.cumsum(0) == 1)  # no overlap: the earlier instance keeps a pixel
+    labels = torch.randint(0, C, (k,), generator=g)
+    x = torch.full((q, n, n), -hi)
+    cls = torch.full((q, C + 1), -hi)
+    cls[:, C] = hi
+    for j in range(k):
+        x[j] = torch.where(masks[j].bool(), hi, -hi)
+        cls[j] = -hi
+        cls[j, labels[j]] = hi
+    return {"labels": labels, "masks": masks}, x, cls
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_importance_sampled_loss_keeps_the_one_to_one_minimum(seed):
+    crit = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, num_points=512,
+                           importance_sample_ratio=0.75)
+    tgt, x, cls = _image_scene(seed)
+    torch.manual_seed(seed)
+    base = total(crit, as_outputs(x, cls), [tgt])
+    xd, cd = x.clone(), cls.clone()
+    xd[4], cd[4] = x[0], cls[0]  # a confident duplicate of instance 0
+    torch.manual_seed(seed)
+    assert total(crit, as_outputs(xd, cd), [tgt]) > base + 1e-3
+    out = as_outputs(x, cls)
+    out["pred_masks"].requires_grad_(True)
+    crit.total_loss(crit(out, [tgt])).backward()
+    assert torch.isfinite(out["pred_masks"].grad).all() and out["pred_masks"].grad.abs().sum() > 0
