@@ -24,5 +24,6 @@ if _os.path.isdir(_os.path.join(_ROOT, "influencer_core")) and _ROOT not in _sys
 from .criterion import HungarianInstanceCriterion, InfluencerCriterion  # noqa: E402,F401
 from . import models  # noqa: E402,F401  (backbone, decoder)
 from . import data, evaluation  # noqa: E402,F401  (transforms, datasets, UnifiedSegMetric)
+from . import hooks  # noqa: E402,F401  (EpsilonAnnealingHook)
 
 __all__ = ["InfluencerCriterion", "HungarianInstanceCriterion"]
