@@ -526,7 +526,8 @@ def test_unified_metric_s3dis(s3dis_root, scope, tmp_path):
     log = tmp_path / 'metric.log'
     MMLogger.get_instance('test_3d_data_metric', log_file=str(log))
     perfect = metric.evaluate(len(evs))
-    assert set(perfect) == {'miou', 'all_ap', 'all_ap_50%', 'all_ap_25%', 'pq'}
+    assert set(perfect) == {'miou', 'all_ap', 'all_ap_50%', 'all_ap_25%', 'pq', 'duplicate_rate'}
+    assert perfect['duplicate_rate'] == 0.0
     for key in ('miou', 'all_ap', 'all_ap_50%', 'all_ap_25%'):
         assert perfect[key] == pytest.approx(1.0), key
     detail = metric.detailed_results
@@ -559,6 +560,20 @@ def test_unified_metric_s3dis(s3dis_root, scope, tmp_path):
     worse = metric.compute_metrics([(ev, _s3dis_prediction(ev, sem_noise=swap_floor_wall))
                                     for ev in evs])
     assert worse['miou'] < 1.0
+
+
+def test_duplicate_rate_counts_lower_scored_copies():
+    from influencerformer3d.evaluation.unified_metric import duplicate_counts
+    a = np.zeros(10, bool)
+    a[:4] = True
+    b = np.zeros(10, bool)
+    b[5:] = True
+    near_a = a.copy()
+    near_a[4] = True                          # IoU 4/5 with a
+    masks = np.stack([near_a, a, b, b])
+    assert duplicate_counts(masks, np.array([0.2, 0.9, 0.5, 0.4])) == (2, 4)  # near_a and 2nd b
+    assert duplicate_counts(masks[[1, 2]], np.array([0.9, 0.5])) == (0, 2)
+    assert duplicate_counts(np.zeros((0, 10), bool), np.zeros(0)) == (0, 0)
 
 
 def test_instance_eval_counts_class_zero(s3dis_root, scope):

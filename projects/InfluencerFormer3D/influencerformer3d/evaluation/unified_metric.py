@@ -46,6 +46,25 @@ def scannet_instance_gt(semantic_mask, instance_mask, thing_class_ids, num_stuff
     return sem, inst
 
 
+def duplicate_counts(masks, scores, iou_thr=0.5):
+    """(duplicates, predictions) of one scene: a predicted instance is a duplicate when its IoU
+    with a higher-scoring prediction exceeds ``iou_thr`` (the A/B benchmark's duplicate rate).
+
+    masks: bool [n, N]; scores: [n].
+    """
+    n = len(scores)
+    if n < 2:
+        return 0, n
+    masks = np.asarray(masks, dtype=bool).reshape(n, -1)
+    order = np.argsort(-np.asarray(scores), kind='stable')
+    m = masks[order].astype(np.float32)
+    inter = m @ m.T
+    area = m.sum(1)
+    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-6)
+    higher = np.tril(iou, k=-1)  # row i against the predictions ranked above it
+    return int((higher > iou_thr).any(1).sum()), n
+
+
 @register_if_absent(METRICS)
 class UnifiedSegMetric(SegMetric):
     """Semantic (mIoU), instance (ScanNet AP) and panoptic (PQ) evaluation.
@@ -209,4 +228,6 @@ class UnifiedSegMetric(SegMetric):
         for ret, keys in zip((ret_sem, ret_inst, ret_pan), self.logger_keys):
             for key in keys:
                 metrics[key] = ret[key]
+        dup = np.array([duplicate_counts(m, sc) for m, sc in zip(pred_masks, pred_scores)]).reshape(-1, 2)
+        metrics['duplicate_rate'] = float(dup[:, 0].sum() / max(dup[:, 1].sum(), 1))
         return metrics
