@@ -60,6 +60,15 @@ def _field(inst, name):
     return getattr(inst, name)
 
 
+def _optional_field(inst, name):
+    if isinstance(inst, dict):
+        return inst.get(name, None)
+    getter = getattr(inst, "get", None)
+    if callable(getter):  # mmengine data elements
+        return getter(name, None)
+    return getattr(inst, name, None)
+
+
 def _num_insts(inst) -> int:
     return int(_field(inst, "labels_3d").shape[0])
 
@@ -372,6 +381,36 @@ class InfluencerCriterion:
 # ---------------------------------------------------------------------------------------------
 # HungarianInstanceCriterion (OneFormer3D's InstanceCriterion)
 # ---------------------------------------------------------------------------------------------
+_SPARSE_INF = 1e8  # cost of (query, instance) pairs excluded by query_masks (as upstream)
+
+
+@torch.no_grad()
+def sparse_match(cost: Tensor, query_masks: Tensor, topk: int):
+    """OneFormer3D's ``SparseMatcher`` rule on one scene.
+
+    Args:
+        cost: [Q, K] matching cost.
+        query_masks: [K, Q] bool, query q may be matched to instance k.
+        topk: queries per instance.
+
+    Returns:
+        (query ids [M], instance ids [M]) int64, sorted by query then instance: the pairs whose
+        cost (``1e8`` outside ``query_masks``) is strictly below the instance's ``topk + 1``-th
+        smallest cost; with fewer than ``topk + 1`` queries the threshold is ``1e8`` (all allowed
+        pairs), where upstream's ``torch.topk`` would fail.
+    """
+    if cost.shape[1] == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=cost.device)
+        return empty, empty
+    masked = torch.where(query_masks.T.bool(), cost.float(), cost.new_full((), _SPARSE_INF, dtype=torch.float32))
+    if masked.shape[0] > topk:
+        thr = masked.topk(topk + 1, dim=0, largest=False, sorted=True).values[-1:]
+    else:
+        thr = masked.new_full((1, masked.shape[1]), _SPARSE_INF)
+    q_idx, k_idx = torch.nonzero(masked < thr, as_tuple=True)
+    return q_idx, k_idx
+
+
 _COSTS = ("QueryClassificationCost", "MaskBCECost", "MaskDiceCost")
 
 
@@ -395,13 +434,26 @@ class HungarianInstanceCriterion:
     * ``loss_weight[0] * cls + [1] * bce + [2] * dice + [3] * score``, summed over the final and
       every auxiliary layer; ``iter_matcher``: re-match each auxiliary layer, else reuse the
       final layer's matching.
+
+    ``matcher``: ``dict(type='HungarianMatcher', costs=[...])`` (one-to-one) or
+    ``dict(type='SparseMatcher', costs=[...], topk=k)`` (OneFormer3D ScanNet): every instance is
+    matched to the (at most) ``k`` queries of lowest cost among the queries lying inside it,
+    given per scene as ``query_masks`` [K, Q] (bool); see :func:`sparse_match`.
     """
 
     def __init__(self, matcher, loss_weight, non_object_weight, num_classes,
                  fix_dice_loss_weight, iter_matcher, fix_mean_loss=False):
         mtype = matcher.get("type", "HungarianMatcher")
-        if mtype != "HungarianMatcher":
-            raise NotImplementedError(f"matcher type {mtype!r}: only 'HungarianMatcher' is supported")
+        if mtype not in ("HungarianMatcher", "SparseMatcher"):
+            raise NotImplementedError(f"matcher type {mtype!r}: use 'HungarianMatcher' or 'SparseMatcher'")
+        self.matcher_type = mtype
+        self.topk = None
+        if mtype == "SparseMatcher":
+            if "topk" not in matcher:
+                raise ValueError("SparseMatcher needs topk (queries matched per instance), e.g. topk=1")
+            self.topk = int(matcher["topk"])
+            if self.topk < 1:
+                raise ValueError(f"SparseMatcher topk must be >= 1, got {self.topk}")
         self.cost_weights = {name: 0.0 for name in _COSTS}
         for cost in matcher.get("costs", []):
             if cost["type"] not in self.cost_weights:
@@ -421,6 +473,7 @@ class HungarianInstanceCriterion:
 
     @torch.no_grad()
     def match(self, layer: Dict, insts: Sequence):
+        """Per scene (query ids, instance ids) int64 pairs (Hungarian or sparse matching)."""
         costs = []
         w = self.cost_weights
         for cls, m, inst in zip(layer["cls_preds"], layer["masks"], insts):
@@ -432,7 +485,20 @@ class HungarianInstanceCriterion:
             costs.append(w["QueryClassificationCost"] * pairwise_class_cost(cls, labels)
                          + w["MaskBCECost"] * pairwise_sigmoid_ce(m, tgt)
                          + w["MaskDiceCost"] * pairwise_dice(m, tgt))
-        return linear_assignment(costs)
+        if self.matcher_type == "HungarianMatcher":
+            return linear_assignment(costs)
+        out = []
+        for i, (cost, inst) in enumerate(zip(costs, insts)):
+            query_masks = _optional_field(inst, "query_masks")
+            if query_masks is None:
+                raise KeyError(f"scene {i}: SparseMatcher needs query_masks [K, Q] (instance x query "
+                               "membership) in the ground truth; ScanNetOneFormer3D sets them when it "
+                               "selects queries")
+            if tuple(query_masks.shape) != (cost.shape[1], cost.shape[0]):
+                raise ValueError(f"scene {i}: query_masks has shape {tuple(query_masks.shape)}, expected "
+                                 f"(instances, queries) = ({cost.shape[1]}, {cost.shape[0]})")
+            out.append(sparse_match(cost, query_masks.to(cost.device), self.topk))
+        return out
 
     def layer_loss(self, layer: Dict, insts: Sequence, indices, final: bool):
         cls_preds, masks = layer["cls_preds"], layer["masks"]
@@ -447,7 +513,9 @@ class HungarianInstanceCriterion:
 
         bce, dice, score_losses = [], [], []
         for m, s, inst, (iq, ik) in zip(masks, scores, insts, indices):
-            if _num_insts(inst) == 0:
+            # no instance (upstream's test), or - SparseMatcher only - no query inside any of
+            # them, where upstream's mean over zero pairs would give NaN
+            if _num_insts(inst) == 0 or iq.numel() == 0:
                 continue
             pred_mask = m[iq]
             tgt_mask = _field(inst, "sp_masks").to(m.device)[ik].float()

@@ -3,3 +3,8 @@ from .spconv_unet import ResidualBlock, SpConvUNet  # noqa: F401
 from .query_decoder import (  # noqa: F401
     CrossAttentionLayer, FFN, QueryDecoder, ScanNetQueryDecoder, SelfAttentionLayer)
 from . import pooling  # noqa: F401
+from .semantic_criterion import S3DISSemanticCriterion, ScanNetSemanticCriterion  # noqa: F401
+from .unified_criterion import (  # noqa: F401
+    LooseInstanceData, S3DISUnifiedCriterion, ScanNetUnifiedCriterion)
+from .data_preprocessor import Det3DDataPreprocessor_  # noqa: F401
+from .detector import S3DISOneFormer3D, ScanNetOneFormer3D, mask_matrix_nms  # noqa: F401
