@@ -28,6 +28,8 @@ from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
 import influencerformer2d  # noqa: E402,F401
 from influencerformer2d import add_influencerformer_config  # noqa: E402
 from influencerformer2d.data.datasets import register_synthetic_coco  # noqa: E402
+from influencerformer2d.hooks import EpsilonAnnealingHook  # noqa: E402
+from influencer_core.schedules import EpsilonSchedule  # noqa: E402
 
 
 def load_cfg(name, *opts):
@@ -132,11 +134,17 @@ def test_epsilon_annealing_hook_sets_and_logs_epsilon(tmp_path, synthetic_root):
     logged = [v for v, _ in trainer.storage.history("criterion/epsilon").values()]
     assert logged == pytest.approx([0.4, 0.2, 0.1, 0.05])  # 0.4 * (1/16) ** (i / 4)
     assert trainer.model.criterion.epsilon == pytest.approx(0.05)
-    bad = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
-                     "MODEL.MASK_FORMER.CRITERION", "hungarian",
-                     "MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE", "cosine")
+    # a criterion without epsilon ignores the schedule (like the other INFLUENCER keys) ...
+    hung = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
+                      "MODEL.MASK_FORMER.CRITERION", "hungarian",
+                      "MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE", "cosine")
+    assert not any(isinstance(h, EpsilonAnnealingHook) for h in _run_trainer(hung)._hooks)
+    # ... and the hook itself refuses one
+    from detectron2.engine import SimpleTrainer
+    hook = EpsilonAnnealingHook(EpsilonSchedule(0.1, 0.01, 4))
+    hook.trainer = SimpleTrainer(torch.nn.Linear(1, 1), [], None)
     with pytest.raises(ValueError, match="EPSILON_SCHEDULE"):
-        _run_trainer(bad).train()
+        hook.before_train()
 
 
 def test_resume_restores_identical_state(tmp_path, synthetic_root):

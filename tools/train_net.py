@@ -18,6 +18,7 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Set
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for path in (ROOT, os.path.join(ROOT, "projects", "InfluencerFormer2D")):
@@ -81,8 +82,10 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         hooks = super().build_hooks()
         schedule = epsilon_schedule_from_cfg(self.cfg)
-        if schedule is not None:  # before the periodic writer, so the value of this step is logged
-            hooks.insert(-1, EpsilonAnnealingHook(schedule))
+        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        # EPSILON_* are influencer_ot's knobs; other criteria ignore them like the other INFLUENCER keys
+        if schedule is not None and hasattr(getattr(model, "criterion", None), "epsilon"):
+            hooks.insert(-1, EpsilonAnnealingHook(schedule))  # before the writer: this step's value is logged
         return hooks
 
     @classmethod

@@ -121,12 +121,15 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.WEIGHT = 5.0
     # Transport variant: entropic regularisation, Sinkhorn iterations and the weight of the
     # exclusion term (0 disables it); class/mask/dice weights are the ones above.
-    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.05
+    # The mask terms use MODEL.MASK_FORMER.OVERSAMPLE_RATIO / IMPORTANCE_SAMPLE_RATIO points, as
+    # Mask2Former's loss does (the plan itself is computed on uniform points).
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.5
     cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_ITERS = 50
     cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 0.0
     # Epsilon annealing during training (influencer_core.schedules.EpsilonSchedule): "constant"
     # keeps EPSILON; "linear" / "cosine" / "exp" go from EPSILON to EPSILON_END between
     # EPSILON_WARMUP and SOLVER.MAX_ITER iterations (the trainer's EpsilonAnnealingHook).
-    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE = "constant"
-    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_END = 0.005
+    # Default: soft plan early (0.5), near one-to-one at the end (0.01), geometric in between.
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE = "exp"
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_END = 0.01
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_WARMUP = 0
