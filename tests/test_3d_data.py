@@ -574,6 +574,7 @@ def test_duplicate_rate_counts_lower_scored_copies():
     assert duplicate_counts(masks, np.array([0.2, 0.9, 0.5, 0.4])) == (2, 4)  # near_a and 2nd b
     assert duplicate_counts(masks[[1, 2]], np.array([0.9, 0.5])) == (0, 2)
     assert duplicate_counts(np.zeros((0, 10), bool), np.zeros(0)) == (0, 0)
+    assert duplicate_counts(masks, np.array([0.2, 0.9, 0.5, 0.4]), score_thr=0.45) == (0, 2)
 
 
 def test_instance_eval_counts_class_zero(s3dis_root, scope):

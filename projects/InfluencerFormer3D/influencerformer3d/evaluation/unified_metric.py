@@ -46,16 +46,20 @@ def scannet_instance_gt(semantic_mask, instance_mask, thing_class_ids, num_stuff
     return sem, inst
 
 
-def duplicate_counts(masks, scores, iou_thr=0.5):
-    """(duplicates, predictions) of one scene: a predicted instance is a duplicate when its IoU
-    with a higher-scoring prediction exceeds ``iou_thr`` (the A/B benchmark's duplicate rate).
+def duplicate_counts(masks, scores, iou_thr=0.5, score_thr=0.0):
+    """(duplicates, predictions) of one scene, counting predictions with score >= ``score_thr``:
+    a prediction is a duplicate when its IoU with a higher-scoring one exceeds ``iou_thr`` (the
+    A/B benchmark's duplicate rate; the 2D DuplicateRateEvaluator uses the same rule).
 
     masks: bool [n, N]; scores: [n].
     """
-    n = len(scores)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    keep = scores >= score_thr
+    n = int(keep.sum())
     if n < 2:
         return 0, n
-    masks = np.asarray(masks, dtype=bool).reshape(n, -1)
+    masks = np.asarray(masks, dtype=bool).reshape(len(scores), -1)[keep]
+    scores = scores[keep]
     order = np.argsort(-np.asarray(scores), kind='stable')
     m = masks[order].astype(np.float32)
     inter = m @ m.T
@@ -93,6 +97,8 @@ class UnifiedSegMetric(SegMetric):
             ``<prefix>/<scene>.txt`` (one ``sem_mapping`` id per point).
         submission_prefix_instance (str, optional): write ScanNet-benchmark instance files
             (``<prefix>/<scene>.txt`` + ``<prefix>/predicted_masks/``).
+        duplicate_score_thr (float): predictions scored at least this count towards
+            ``duplicate_rate`` (fraction of them with IoU > 0.5 to a higher-scored one).
         **kwargs: ``SegMetric`` arguments (``collect_device``, ``prefix``...).
 
     After ``compute_metrics`` the full results (per-class IoU / AP / PQ and the instance table
@@ -101,7 +107,9 @@ class UnifiedSegMetric(SegMetric):
 
     def __init__(self, thing_class_inds, stuff_class_inds, min_num_points, id_offset,
                  sem_mapping, inst_mapping, metric_meta, logger_keys=DEFAULT_LOGGER_KEYS,
-                 submission_prefix_semantic=None, submission_prefix_instance=None, **kwargs):
+                 submission_prefix_semantic=None, submission_prefix_instance=None,
+                 duplicate_score_thr=0.5, **kwargs):
+        self.duplicate_score_thr = duplicate_score_thr
         self.thing_class_inds = list(thing_class_inds)
         self.stuff_class_inds = list(stuff_class_inds)
         self.min_num_points = min_num_points
@@ -228,6 +236,7 @@ class UnifiedSegMetric(SegMetric):
         for ret, keys in zip((ret_sem, ret_inst, ret_pan), self.logger_keys):
             for key in keys:
                 metrics[key] = ret[key]
-        dup = np.array([duplicate_counts(m, sc) for m, sc in zip(pred_masks, pred_scores)]).reshape(-1, 2)
+        dup = np.array([duplicate_counts(m, sc, score_thr=self.duplicate_score_thr)
+                        for m, sc in zip(pred_masks, pred_scores)]).reshape(-1, 2)
         metrics['duplicate_rate'] = float(dup[:, 0].sum() / max(dup[:, 1].sum(), 1))
         return metrics
