@@ -1,0 +1,27 @@
+# synthetic-rooms_baseline.py with the instance criterion swapped for the matching-free
+# InfluencerCriterion (variant 'ot').  Same model, data, schedule and evaluation.
+_base_ = ['./synthetic-rooms_baseline.py']
+custom_imports = dict(imports=['influencerformer3d'], allow_failed_imports=False)
+
+num_instance_classes = 13
+
+model = dict(
+    criterion=dict(
+        inst_criterion=dict(
+            _delete_=True,  # no Hungarian matcher / fix_* keys carried over
+            type='InfluencerCriterion',
+            variant='ot',
+            loss_weight=[0.5, 1.0],  # class CE, influencer mask loss
+            num_classes=num_instance_classes,
+            non_object_weight=0.05,
+            attr_weight=1.0,
+            rep_weight=1.0,
+            bg_weight=0.1,
+            rep_margin=1.0,
+            temperature=1.0,
+            mask_weight=1.0,
+            dice_weight=1.0,
+            epsilon=0.05,
+            sinkhorn_iters=50,
+            score_weight=0.5,
+            iter_matcher=True)))

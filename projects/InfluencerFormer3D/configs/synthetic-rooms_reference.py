@@ -1,0 +1,5 @@
+# synthetic-rooms_influencer.py with the reference loss (variant 'reference':
+# MaskInfluencerLoss attraction / repulsion / background terms).
+_base_ = ['./synthetic-rooms_influencer.py']
+
+model = dict(criterion=dict(inst_criterion=dict(variant='reference')))

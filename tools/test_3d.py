@@ -1,0 +1,274 @@
+#!/usr/bin/env python
+"""Evaluate an InfluencerFormer3D / OneFormer3D checkpoint with mmengine (mmdet3d 1.4 plugin).
+
+    python tools/test_3d.py CONFIG CHECKPOINT
+    python tools/test_3d.py CONFIG --checkpoint work_dirs/x/iter_300.pth --work-dir work_dirs/x/eval
+    python tools/test_3d.py CONFIG CHECKPOINT --show-dir work_dirs/x/vis   # per-scene .ply / .npz
+    torchrun --nproc_per_node=4 tools/test_3d.py CONFIG CHECKPOINT --launcher pytorch
+
+Behaves like mmdet3d's tools/test.py (same path handling, data check and device choice as
+tools/train_3d.py).  After the test loop it prints the instance segmentation results per class
+and overall (mAP, mAP50, mAP25; parsed from the per-class AP table the metric logs) with
+semantic mIoU, panoptic PQ and, when the metric reports it, the duplicate rate, and writes
+them to ``<work_dir>/test_metrics.json``.
+
+``--show-dir DIR`` writes, per scene, ``<scene>.npz`` (per-point instance id of the highest
+scoring instance above ``--score-thr``, instance labels / scores, semantic and panoptic
+predictions) and ``<scene>.ply`` (points coloured by that instance id; grey: none).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import re
+import sys
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from train_3d import (  # noqa: E402  (importing train_3d sets the paths)
+    ToolError, add_cpu_threads_arg, allow_mmengine_checkpoints, check_device, ensure_data,
+    load_config, set_cpu_threads)
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description='Test (and evaluate) an InfluencerFormer3D / OneFormer3D checkpoint.')
+    p.add_argument('config', help='test config file path')
+    p.add_argument('checkpoint', nargs='?', help='checkpoint file (or --checkpoint)')
+    p.add_argument('--checkpoint', dest='checkpoint_opt', metavar='CHECKPOINT',
+                   help='checkpoint file')
+    p.add_argument('--work-dir', help='folder for the log and test_metrics.json '
+                   '(default: work_dirs/<config name>)')
+    p.add_argument('--show-dir', help='write per-scene predictions (.npz, .ply) here')
+    p.add_argument('--score-thr', type=float, default=0.3,
+                   help='instances kept in the --show-dir output (default: %(default)s)')
+    p.add_argument('--data-root', help='use this data_root for every dataset of the config')
+    p.add_argument('--no-data-check', action='store_true',
+                   help='skip the check (and generation) of the dataset files')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config entries, key=value')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                   help='job launcher')
+    add_cpu_threads_arg(p)
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args(argv)
+    if args.checkpoint and args.checkpoint_opt and args.checkpoint != args.checkpoint_opt:
+        p.error('give the checkpoint once (positional or --checkpoint)')
+    args.checkpoint = args.checkpoint or args.checkpoint_opt
+    if not args.checkpoint:
+        p.error('a checkpoint is required: test_3d.py CONFIG CHECKPOINT')
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_cfg(args):
+    """The final test config (what Runner.from_cfg receives); checks checkpoint, device, data."""
+    if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
+        raise ToolError(f'checkpoint not found: {args.checkpoint}')
+    cfg = load_config(args)
+    check_device(cfg, args.launcher)
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if not args.no_data_check:
+        ensure_data(cfg, ('test',), osp.basename(args.config))
+    return cfg
+
+
+# ---------------------------------------------------------------------------------- results
+_ROW = re.compile(r'^\|\s*(?P<name>[^|]+?)\s*\|\s*(?P<ap25>[-+.\deE]+|nan)\s*\|'
+                  r'\s*(?P<ap50>[-+.\deE]+|nan)\s*\|\s*(?P<ap>[-+.\deE]+|nan)\s*\|\s*$')
+
+
+def parse_instance_table(text):
+    """Per-class instance APs from the last ``classes | AP_0.25 | AP_0.50 | AP`` table that
+    mmdet3d's instance_seg_eval logged in ``text``.
+
+    Returns {class name: {'ap': float, 'ap50': float, 'ap25': float}} with the 'Overall' row
+    included, or {} when no table is found."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines)
+              if 'AP_0.25' in line and 'AP_0.50' in line and 'classes' in line]
+    if not starts:
+        return {}
+    out = {}
+    for line in lines[starts[-1] + 1:]:
+        line = line.strip()
+        if line.startswith('+'):
+            continue
+        m = _ROW.match(line)
+        if not m:
+            break
+        out[m['name']] = dict(ap=float(m['ap']), ap50=float(m['ap50']), ap25=float(m['ap25']))
+    return out
+
+
+def summarize(metrics, per_class):
+    """Text table: instance mAP / mAP50 / mAP25 (in %) per class and overall, then mIoU, PQ."""
+    metrics = {str(k).split('/')[-1]: v for k, v in (metrics or {}).items()}
+
+    def pct(v):
+        return '   n/a' if v is None or v != v else f'{100.0 * v:6.2f}'
+
+    rows = [f'{"class":<16}{"mAP":>8}{"mAP50":>8}{"mAP25":>8}']
+    for name, v in per_class.items():
+        if name.lower() != 'overall':
+            rows.append(f'{name:<16}{pct(v["ap"]):>8}{pct(v["ap50"]):>8}{pct(v["ap25"]):>8}')
+    overall = [metrics.get(k) for k in ('all_ap', 'all_ap_50%', 'all_ap_25%')]
+    if all(v is None for v in overall) and 'Overall' in per_class:
+        o = per_class['Overall']
+        overall = [o['ap'], o['ap50'], o['ap25']]
+    rows.append('-' * 40)
+    rows.append(f'{"overall":<16}' + ''.join(f'{pct(v):>8}' for v in overall))
+    extra = [f'{name} {pct(metrics[key]).strip()}' for key, name in
+             (('miou', 'semantic mIoU'), ('pq', 'panoptic PQ'),
+              ('duplicate_rate', 'duplicate rate')) if key in metrics]
+    text = 'Instance segmentation (%), per class and overall:\n' + '\n'.join(rows)
+    if extra:
+        text += '\n' + ', '.join(extra)
+    return text
+
+
+def _to_numpy(x):
+    if hasattr(x, 'detach'):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _palette(n):
+    rng = np.random.default_rng(0)
+    return rng.integers(40, 256, size=(max(n, 1), 3), dtype=np.uint8)
+
+
+def write_ply(path, xyz, rgb):
+    """Binary little-endian PLY with float xyz and uchar rgb: xyz [N, 3], rgb [N, 3] uint8."""
+    n = len(xyz)
+    vert = np.empty(n, dtype=[('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
+                              ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
+    vert['x'], vert['y'], vert['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    vert['red'], vert['green'], vert['blue'] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    header = ('ply\nformat binary_little_endian 1.0\n'
+              f'element vertex {n}\n'
+              'property float x\nproperty float y\nproperty float z\n'
+              'property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n')
+    with open(path, 'wb') as f:
+        f.write(header.encode('ascii'))
+        f.write(vert.tobytes())
+
+
+def instance_ids(masks, scores, score_thr):
+    """Per-point id of the highest-scoring instance covering it (-1: none).
+
+    masks [n, N] bool, scores [n] -> ids [N] int64 (index into the original instance order)."""
+    masks = np.asarray(masks, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if masks.ndim != 2 or masks.shape[0] == 0:
+        return np.full(masks.shape[-1] if masks.ndim else 0, -1, dtype=np.int64)
+    keep = np.flatnonzero(scores > score_thr)
+    order = keep[np.argsort(-scores[keep], kind='stable')]
+    if len(order) == 0:
+        return np.full(masks.shape[1], -1, dtype=np.int64)
+    sorted_masks = masks[order]
+    first = sorted_masks.argmax(0)
+    return np.where(sorted_masks.any(0), order[first], -1).astype(np.int64)
+
+
+class PredictionDumpHook(Hook):
+    """Writes each test scene's prediction to ``out_dir`` as .npz and an instance-coloured .ply."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, out_dir, score_thr=0.3):
+        self.out_dir = out_dir
+        self.score_thr = score_thr
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        os.makedirs(self.out_dir, exist_ok=True)
+        points = (data_batch or {}).get('inputs', {}).get('points', None)
+        for i, sample in enumerate(outputs or []):
+            pred = sample.get('pred_pts_seg', None)
+            if pred is None:
+                continue
+            name = osp.splitext(osp.basename(str(sample.get('lidar_path', '') or
+                                                 f'scene_{batch_idx}_{i}')))[0]
+            inst_masks = pred.pts_instance_mask
+            sem_masks = pred.pts_semantic_mask
+            inst = _to_numpy(inst_masks[0] if isinstance(inst_masks, (list, tuple))
+                             else inst_masks)
+            scores = _to_numpy(pred.get('instance_scores', np.ones(len(inst))))
+            labels = _to_numpy(pred.get('instance_labels', np.zeros(len(inst), np.int64)))
+            ids = instance_ids(inst, scores, self.score_thr)
+            arrays = dict(instance_id=ids, instance_labels=labels, instance_scores=scores)
+            if isinstance(sem_masks, (list, tuple)):
+                arrays['semantic'] = _to_numpy(sem_masks[0])
+                if len(sem_masks) > 1:
+                    arrays['panoptic_semantic'] = _to_numpy(sem_masks[1])
+            if isinstance(inst_masks, (list, tuple)) and len(inst_masks) > 1:
+                arrays['panoptic_instance'] = _to_numpy(inst_masks[1])
+            xyz = None
+            if points is not None and i < len(points):
+                pts = _to_numpy(points[i])
+                if pts.ndim == 2 and len(pts) == len(ids):
+                    xyz = pts[:, :3].astype(np.float32)
+                    arrays['xyz'] = xyz
+            np.savez_compressed(osp.join(self.out_dir, f'{name}.npz'), **arrays)
+            if xyz is not None:
+                colors = _palette(int(ids.max()) + 1 if len(ids) else 1)
+                rgb = np.where(ids[:, None] >= 0, colors[np.clip(ids, 0, None)],
+                               np.uint8(128)).astype(np.uint8)
+                write_ply(osp.join(self.out_dir, f'{name}.ply'), xyz, rgb)
+
+
+def _log_text(runner):
+    path = osp.join(runner.log_dir, f'{runner.timestamp}.log')
+    if osp.isfile(path):
+        with open(path, errors='replace') as f:
+            return f.read()
+    return ''
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, 'item'):
+        v = v.item()
+    if isinstance(v, float) and v != v:
+        return None  # NaN (a class absent from the split): null, so the file is strict JSON
+    return v
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = build_cfg(args)
+    except ToolError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    set_cpu_threads(args.cpu_threads)
+    allow_mmengine_checkpoints()  # mmengine checkpoints need full unpickling on torch >= 2.6
+    from mmengine.dist import is_main_process
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.show_dir:
+        runner.register_hook(PredictionDumpHook(args.show_dir, args.score_thr))
+    metrics = runner.test() or {}
+    if is_main_process():
+        per_class = parse_instance_table(_log_text(runner))
+        print('\n' + summarize(metrics, per_class), flush=True)
+        out = osp.join(cfg.work_dir, 'test_metrics.json')
+        with open(out, 'w') as f:
+            json.dump(dict(config=args.config, checkpoint=args.checkpoint,
+                           metrics=_jsonable(metrics), instance_per_class=_jsonable(per_class)),
+                      f, indent=1, allow_nan=False)
+        print(f'metrics written to {out}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
