@@ -124,6 +124,13 @@ def test_influencer_configs_swap_only_the_instance_criterion(name):
     assert inst.non_object_weight == base.model.criterion.inst_criterion.non_object_weight
     for key in ('attr_weight', 'rep_weight', 'rep_margin', 'temperature', 'iter_matcher'):
         assert key in inst
+    # the only other difference: variant 'ot' anneals its transport temperature
+    hooks = list(cfg.get('custom_hooks', []))
+    annealing = [h for h in hooks if h['type'] == 'EpsilonAnnealingHook']
+    assert len(annealing) == (1 if inst.variant == 'ot' else 0)
+    if annealing:
+        assert annealing[0]['start'] == inst.epsilon and annealing[0]['end'] < inst.epsilon
+    cfg.custom_hooks = [h for h in hooks if h['type'] != 'EpsilonAnnealingHook']
     assert _without_inst_criterion(cfg) == _without_inst_criterion(base)
 
 

@@ -22,7 +22,12 @@ model = dict(
             temperature=1.0,
             mask_weight=1.0,
             dice_weight=1.0,
-            epsilon=0.05,
+            epsilon=0.1,  # start value; EpsilonAnnealingHook lowers it
             sinkhorn_iters=50,
             score_weight=0.5,
             iter_matcher=True)))
+
+# Transport temperature: soft plan early, near one-to-one at the end (geometric decay over all
+# training iterations). 3D costs use weights 0.5/1/1 (2D: 2/5/5), hence 5x smaller values than
+# the 2D default 0.5 -> 0.01.
+custom_hooks = [dict(type='EmptyCacheHook', after_iter=True), dict(type='EpsilonAnnealingHook', start=0.1, end=0.002, kind='exp')]
