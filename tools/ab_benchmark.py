@@ -6,13 +6,22 @@
     python tools/ab_benchmark.py --config-file projects/InfluencerFormer2D/configs/coco.yaml \
         --iters 368750 --eval-period 5000 --num-gpus 8 --output output/ab_coco
 
-Each (criterion, seed) run is `tools/train_net.py` with MODEL.MASK_FORMER.CRITERION and SEED
-set, evaluated on the held-out split every --eval-period iterations.  Writes to --output:
+    python tools/ab_benchmark.py --task 3d                     # synthetic rooms (InfluencerFormer3D)
+    python tools/ab_benchmark.py --task 3d --config-3d hungarian=projects/InfluencerFormer3D/configs/oneformer3d_1xb2_s3dis-area-5.py \
+        --config-3d influencer_ot=projects/InfluencerFormer3D/configs/influencerformer_1xb2_s3dis-area-5.py ...
 
-* ab_results.json: every evaluation (PQ/SQ/RQ, mask AP, duplicate rate) and timings per run;
+2D: each (criterion, seed) run is `tools/train_net.py` with MODEL.MASK_FORMER.CRITERION and SEED
+set, evaluated on the held-out split every --eval-period iterations.  3D: each run is
+`tools/train_3d.py` on the criterion's config (baseline = Hungarian InstanceCriterion,
+reference / influencer = InfluencerCriterion variants) with ``randomness.seed``, the iteration
+budget and the validation interval overridden.  Writes to --output:
+
+* ab_results.json: every evaluation (2D: PQ/SQ/RQ, mask AP; 3D: mAP/mAP50/mAP25, mIoU, PQ;
+  both: duplicate rate) and timings per run;
 * ab_results.md: final metrics (mean ± std over seeds), iterations needed to reach the
-  Hungarian baseline's final PQ, duplicate rate, seconds per iteration, criterion time;
-* ab_curves.png: PQ, AP and duplicate rate against iteration (mean and min-max band).
+  Hungarian baseline's final PQ (2D) / mAP (3D), duplicate rate, seconds per iteration,
+  criterion time (2D);
+* ab_curves.png: the main metrics against iteration (mean and min-max band).
 """
 import argparse
 import json
@@ -27,6 +36,19 @@ DEFAULT_CFG = os.path.join(ROOT, "projects", "InfluencerFormer2D", "configs", "s
 METRICS = {"PQ": "panoptic_seg/PQ", "SQ": "panoptic_seg/SQ", "RQ": "panoptic_seg/RQ",
            "PQ_th": "panoptic_seg/PQ_th", "PQ_st": "panoptic_seg/PQ_st", "AP": "segm/AP", "AP50": "segm/AP50",
            "duplicate_rate": "duplicates/rate"}
+CFG_3D = os.path.join(ROOT, "projects", "InfluencerFormer3D", "configs")
+DEFAULT_CFGS_3D = {"hungarian": os.path.join(CFG_3D, "synthetic-rooms_baseline.py"),
+                   "influencer_reference": os.path.join(CFG_3D, "synthetic-rooms_reference.py"),
+                   "influencer_ot": os.path.join(CFG_3D, "synthetic-rooms_influencer.py")}
+# metric name in the report -> key logged by UnifiedSegMetric (fractions; reported in percent)
+METRICS_3D = {"mAP": "all_ap", "mAP50": "all_ap_50%", "mAP25": "all_ap_25%", "mIoU": "miou", "PQ": "pq",
+              "duplicate_rate": "duplicate_rate"}
+# per task: report columns (label, key) and the metric the "iterations to Hungarian's final" column uses
+COLUMNS = {"2d": [("PQ", "PQ"), ("PQ things", "PQ_th"), ("PQ stuff", "PQ_st"), ("mask AP", "AP"),
+                  ("duplicate rate %", "duplicate_rate")],
+           "3d": [("mAP", "mAP"), ("mAP50", "mAP50"), ("mAP25", "mAP25"), ("mIoU", "mIoU"), ("PQ", "PQ"),
+                  ("duplicate rate %", "duplicate_rate")]}
+PRIMARY = {"2d": "PQ", "3d": "mAP"}
 
 
 def run_one(args, criterion, seed, out_dir):
@@ -48,6 +70,43 @@ def run_one(args, criterion, seed, out_dir):
             raise SystemExit(f"run {criterion} seed {seed} failed; see {out_dir}/ab_stdout.log")
         print(f"  {criterion} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     return [json.loads(line) for line in open(metrics)]
+
+
+def run_one_3d(args, criterion, seed, out_dir):
+    """Train one (criterion, seed) with tools/train_3d.py; returns (evals, timing)."""
+    cfg = args.configs_3d[criterion]
+    final_ckpt = os.path.join(out_dir, f"iter_{args.iters}.pth")
+    if not (args.reuse and os.path.exists(final_ckpt)):
+        os.makedirs(out_dir, exist_ok=True)
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "train_3d.py"), cfg, "--work-dir", out_dir,
+               "--cfg-options", f"randomness.seed={seed}", f"train_cfg.max_iters={args.iters}",
+               f"train_cfg.val_interval={args.eval_period}", f"param_scheduler.end={args.iters}",
+               f"default_hooks.checkpoint.interval={args.iters}", *args.opts]
+        t0 = time.time()
+        with open(os.path.join(out_dir, "ab_stdout.log"), "w") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        if proc.returncode != 0:
+            raise SystemExit(f"run {criterion} seed {seed} failed; see {out_dir}/ab_stdout.log")
+        print(f"  {criterion} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+    return summarise_run_3d(out_dir)
+
+
+def summarise_run_3d(out_dir):
+    """Evaluations and timing from the newest mmengine ``vis_data/scalars.json`` in ``out_dir``
+    that holds validation results."""
+    logs = sorted(f for f in (os.path.join(out_dir, d, "vis_data", "scalars.json") for d in os.listdir(out_dir))
+                  if os.path.exists(f))
+    rows = []
+    for f in reversed(logs):
+        rows = [json.loads(line) for line in open(f)]
+        if any(METRICS_3D["mAP"] in r for r in rows):
+            break
+    evals = [{"iteration": r["step"], **{k: (100 * r[v] if v in r else None) for k, v in METRICS_3D.items()}}
+             for r in rows if METRICS_3D["mAP"] in r]
+    train = [r for r in rows if "time" in r and "loss" in r]
+    timing = {"sec_per_iter": statistics.median(r["time"] for r in train) if train else None,
+              "criterion_forward_ms": None}
+    return evals, timing
 
 
 def summarise_run(rows, max_iter):
@@ -88,29 +147,29 @@ def fmt(values, digits=1):
 
 def write_report(results, args):
     crits = list(results)
-    lines = [f"# A/B benchmark: {os.path.relpath(args.config_file, ROOT)}", "",
+    cols, primary = COLUMNS[args.task], PRIMARY[args.task]
+    source = (os.path.relpath(args.config_file, ROOT) if args.task == "2d" else
+              ", ".join(f"{c}: {os.path.relpath(args.configs_3d[c], ROOT)}" for c in crits))
+    lines = [f"# A/B benchmark ({args.task.upper()}): {source}", "",
              f"{args.iters} iterations, seeds {args.seeds}, evaluation every {args.eval_period} iterations.", "",
-             "| criterion | PQ | PQ things | PQ stuff | mask AP | duplicate rate % | iterations to Hungarian's final PQ "
-             "| s / iteration | criterion forward ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| criterion | " + " | ".join(label for label, _ in cols) +
+             f" | iterations to Hungarian's final {primary} | s / iteration | criterion forward ms |",
+             "|---" * (len(cols) + 4) + "|"]
     target = None
     if "hungarian" in results:
-        hc = mean_curve([r["evals"] for r in results["hungarian"]], "PQ")
+        hc = mean_curve([r["evals"] for r in results["hungarian"]], primary)
         target = statistics.mean(hc[max(hc)]) if hc else None
     for c in crits:
         runs = results[c]
         finals = [r["evals"][-1] if r["evals"] else {} for r in runs]
         reach = "n/a"
         if target is not None:
-            curve = mean_curve([r["evals"] for r in runs], "PQ")
+            curve = mean_curve([r["evals"] for r in runs], primary)
             hit = [it for it, v in curve.items() if statistics.mean(v) >= target]
             reach = f"{hit[0]} ({100 * hit[0] / args.iters:.0f} %)" if hit else "not reached"
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            c, fmt([f.get("PQ") for f in finals]), fmt([f.get("PQ_th") for f in finals]),
-            fmt([f.get("PQ_st") for f in finals]), fmt([f.get("AP") for f in finals]),
-            fmt([f.get("duplicate_rate") for f in finals]), reach,
-            fmt([r["timing"]["sec_per_iter"] for r in runs], 2),
-            fmt([r["timing"]["criterion_forward_ms"] for r in runs])))
+        cells = [fmt([f.get(key) for f in finals]) for _, key in cols]
+        lines.append("| " + " | ".join([c, *cells, reach, fmt([r["timing"]["sec_per_iter"] for r in runs], 2),
+                                          fmt([r["timing"]["criterion_forward_ms"] for r in runs])]) + " |")
     with open(os.path.join(args.output, "ab_results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -122,7 +181,8 @@ def plot(results, args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("PQ", "PQ"), ("AP", "mask AP"), ("duplicate_rate", "duplicate rate (%)")]
+    keys = ([("PQ", "PQ"), ("AP", "mask AP"), ("duplicate_rate", "duplicate rate (%)")] if args.task == "2d" else
+            [("mAP", "mAP"), ("mAP50", "mAP50"), ("duplicate_rate", "duplicate rate (%)")])
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
     for ax, (key, title) in zip(axes, keys):
         for c, runs in results.items():
@@ -142,25 +202,45 @@ def plot(results, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config-file", default=DEFAULT_CFG)
+    ap.add_argument("--task", choices=["2d", "3d"], default="2d")
+    ap.add_argument("--config-file", default=DEFAULT_CFG, help="2D: the detectron2 config of every run")
+    ap.add_argument("--config-3d", action="append", default=[], metavar="CRITERION=CONFIG",
+                    help="3D: the mmengine config of a criterion (default: the synthetic-rooms configs)")
     ap.add_argument("--criteria", nargs="+", default=["hungarian", "influencer_reference", "influencer_ot"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--iters", type=int, default=800)
-    ap.add_argument("--eval-period", type=int, default=200)
+    ap.add_argument("--iters", type=int, default=None, help="default: 800 (2D), 300 (3D)")
+    ap.add_argument("--eval-period", type=int, default=None, help="default: 200 (2D), 100 (3D)")
     ap.add_argument("--num-gpus", type=int, default=1)
-    ap.add_argument("--output", default=os.path.join(ROOT, "output", "ab_2d"))
+    ap.add_argument("--output", default=None, help="default: output/ab_2d or output/ab_3d")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs found in --output")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides, KEY VALUE ...")
+    ap.add_argument("opts", nargs=argparse.REMAINDER,
+                    help="extra overrides: 2D KEY VALUE ..., 3D key=value ... (mmengine --cfg-options)")
     args = ap.parse_args()
+    three_d = args.task == "3d"
+    args.iters = args.iters or (300 if three_d else 800)
+    args.eval_period = args.eval_period or (100 if three_d else 200)
+    args.output = args.output or os.path.join(ROOT, "output", f"ab_{args.task}")
+    args.configs_3d = dict(DEFAULT_CFGS_3D)
+    for item in args.config_3d:
+        name, sep, path = item.partition("=")
+        if not sep or not os.path.exists(path):
+            ap.error(f"--config-3d expects CRITERION=CONFIG with an existing file, got {item!r}")
+        args.configs_3d[name] = os.path.abspath(path)
+    if three_d and not set(args.criteria) <= set(args.configs_3d):
+        ap.error(f"no 3D config for {sorted(set(args.criteria) - set(args.configs_3d))}: pass --config-3d NAME=CONFIG")
     os.makedirs(args.output, exist_ok=True)
     results = {c: [] for c in args.criteria}
     for s in args.seeds:  # seed-major: an interrupted study still has every criterion for the first seeds
         for c in args.criteria:
-            rows = run_one(args, c, s, os.path.join(args.output, c, f"seed_{s}"))
-            evals, timing = summarise_run(rows, args.iters)
+            out_dir = os.path.join(args.output, c, f"seed_{s}")
+            if three_d:
+                evals, timing = run_one_3d(args, c, s, out_dir)
+            else:
+                evals, timing = summarise_run(run_one(args, c, s, out_dir), args.iters)
             results[c].append({"seed": s, "evals": evals, "timing": timing})
     with open(os.path.join(args.output, "ab_results.json"), "w") as f:
-        json.dump({"config": args.config_file, "iters": args.iters, "eval_period": args.eval_period,
+        json.dump({"task": args.task, "config": args.config_file if not three_d else args.configs_3d,
+                   "iters": args.iters, "eval_period": args.eval_period,
                    "seeds": args.seeds, "results": results}, f, indent=1)
     write_report(results, args)
     plot(results, args)

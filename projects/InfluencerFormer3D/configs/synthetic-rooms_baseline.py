@@ -120,7 +120,7 @@ train_cfg = dict(
     _delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 custom_hooks = []
 default_hooks = dict(
-    logger=dict(interval=10),
+    logger=dict(interval=10, log_metric_by_epoch=False),  # validation logged at its iteration
     checkpoint=dict(
         _delete_=True,
         type='CheckpointHook',
