@@ -63,3 +63,45 @@ def test_ab_benchmark_smoke(tmp_path):
         assert res["results"][c][0]["timing"]["criterion_forward_ms"] > 0
     assert (out / "ab_results.md").read_text().count("|") > 10
     assert (out / "ab_curves.png").stat().st_size > 1000
+
+
+def _ab_module():
+    spec = importlib.util.spec_from_file_location("ab_benchmark_3d", os.path.join(ROOT, "tools", "ab_benchmark.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ab_benchmark_3d_parses_mmengine_scalars_and_reports(tmp_path):
+    ab = _ab_module()
+    rows = {"hungarian": (0.20, 0.30), "influencer_ot": (0.25, 0.35)}
+    results = {}
+    for crit, (ap100, ap200) in rows.items():
+        run = tmp_path / crit / "seed_0"
+        (run / "20260101_000000" / "vis_data").mkdir(parents=True)
+        (run / "20260101_000001" / "vis_data").mkdir(parents=True)  # a later run without validation
+        lines = [{"lr": 1e-3, "loss": 5.0, "time": 0.8, "iter": 10, "step": 10},
+                 {"miou": 0.4, "all_ap": ap100, "all_ap_50%": 0.5, "all_ap_25%": 0.6, "pq": 0.3,
+                  "duplicate_rate": 0.1, "time": 0.2, "step": 100},
+                 {"lr": 1e-3, "loss": 4.0, "time": 1.0, "iter": 110, "step": 110},
+                 {"miou": 0.5, "all_ap": ap200, "all_ap_50%": 0.6, "all_ap_25%": 0.7, "pq": 0.4,
+                  "duplicate_rate": 0.05, "time": 0.2, "step": 200}]
+        with open(run / "20260101_000000" / "vis_data" / "scalars.json", "w") as f:
+            f.write("\n".join(json.dumps(r) for r in lines) + "\n")
+        with open(run / "20260101_000001" / "vis_data" / "scalars.json", "w") as f:
+            f.write(json.dumps(lines[0]) + "\n")
+        evals, timing = ab.summarise_run_3d(str(run))
+        assert [e["iteration"] for e in evals] == [100, 200]
+        assert evals[-1]["mAP"] == pytest.approx(100 * ap200) and evals[-1]["duplicate_rate"] == pytest.approx(5.0)
+        assert timing["sec_per_iter"] == pytest.approx(0.9)
+        results[crit] = [{"seed": 0, "evals": evals, "timing": timing}]
+
+    class Args:
+        task, iters, eval_period, seeds, output = "3d", 200, 100, [0], str(tmp_path)
+        configs_3d = {c: os.path.join(ROOT, "projects", "InfluencerFormer3D", "configs", f"{c}.py") for c in rows}
+
+    ab.write_report(results, Args)
+    table = (tmp_path / "ab_results.md").read_text()
+    assert "| mAP | mAP50 | mAP25 |" in table and "iterations to Hungarian's final mAP" in table
+    ot_row = [line for line in table.splitlines() if line.startswith("| influencer_ot")][0]
+    assert "| 35.0 |" in ot_row and "| 200 (100 %) |" in ot_row
