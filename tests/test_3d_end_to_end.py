@@ -68,6 +68,7 @@ def test_training_lowers_the_loss_and_validation_reports_map(config, rooms, tmp_
         assert key in metrics and 0.0 <= metrics[key] <= 1.0, (key, metrics)
     assert metrics['all_ap'] <= metrics['all_ap_50%'] <= metrics['all_ap_25%']
     assert (tmp_path / 'iter_16.pth').exists()
+    assert 0 < runner.message_hub.get_scalar('train/criterion_time').current() < 60
     if 'influencer' in config:  # the annealing hook ran: epsilon reached its end value
         eps = runner.message_hub.get_scalar('train/epsilon').data[0]
         assert eps[0] == pytest.approx(0.1) and eps[-1] == pytest.approx(0.1 * (0.02) ** (15 / 16))

@@ -80,10 +80,10 @@ def test_ab_benchmark_3d_parses_mmengine_scalars_and_reports(tmp_path):
         run = tmp_path / crit / "seed_0"
         (run / "20260101_000000" / "vis_data").mkdir(parents=True)
         (run / "20260101_000001" / "vis_data").mkdir(parents=True)  # a later run without validation
-        lines = [{"lr": 1e-3, "loss": 5.0, "time": 0.8, "iter": 10, "step": 10},
+        lines = [{"lr": 1e-3, "loss": 5.0, "time": 0.8, "criterion_time": 0.05, "iter": 10, "step": 10},
                  {"miou": 0.4, "all_ap": ap100, "all_ap_50%": 0.5, "all_ap_25%": 0.6, "pq": 0.3,
                   "duplicate_rate": 0.1, "time": 0.2, "step": 100},
-                 {"lr": 1e-3, "loss": 4.0, "time": 1.0, "iter": 110, "step": 110},
+                 {"lr": 1e-3, "loss": 4.0, "time": 1.0, "criterion_time": 0.07, "iter": 110, "step": 110},
                  {"miou": 0.5, "all_ap": ap200, "all_ap_50%": 0.6, "all_ap_25%": 0.7, "pq": 0.4,
                   "duplicate_rate": 0.05, "time": 0.2, "step": 200}]
         with open(run / "20260101_000000" / "vis_data" / "scalars.json", "w") as f:
@@ -93,7 +93,7 @@ def test_ab_benchmark_3d_parses_mmengine_scalars_and_reports(tmp_path):
         evals, timing = ab.summarise_run_3d(str(run))
         assert [e["iteration"] for e in evals] == [100, 200]
         assert evals[-1]["mAP"] == pytest.approx(100 * ap200) and evals[-1]["duplicate_rate"] == pytest.approx(5.0)
-        assert timing["sec_per_iter"] == pytest.approx(0.9)
+        assert timing["sec_per_iter"] == pytest.approx(0.9) and timing["criterion_forward_ms"] == pytest.approx(60)
         results[crit] = [{"seed": 0, "evals": evals, "timing": timing}]
 
     class Args:

@@ -20,7 +20,7 @@ budget and the validation interval overridden.  Writes to --output:
   both: duplicate rate) and timings per run;
 * ab_results.md: final metrics (mean ± std over seeds), iterations needed to reach the
   Hungarian baseline's final PQ (2D) / mAP (3D), duplicate rate, seconds per iteration,
-  criterion time (2D);
+  criterion time (3D on CUDA only with ``train_cfg.time_criterion=True``);
 * ab_curves.png: the main metrics against iteration (mean and min-max band).
 """
 import argparse
@@ -104,8 +104,9 @@ def summarise_run_3d(out_dir):
     evals = [{"iteration": r["step"], **{k: (100 * r[v] if v in r else None) for k, v in METRICS_3D.items()}}
              for r in rows if METRICS_3D["mAP"] in r]
     train = [r for r in rows if "time" in r and "loss" in r]
+    crit = [r["criterion_time"] for r in train if "criterion_time" in r]
     timing = {"sec_per_iter": statistics.median(r["time"] for r in train) if train else None,
-              "criterion_forward_ms": None}
+              "criterion_forward_ms": 1000 * statistics.median(crit) if crit else None}
     return evals, timing
 
 

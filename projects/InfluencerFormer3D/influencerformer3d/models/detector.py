@@ -20,6 +20,8 @@ scene mean, averaged per voxel; ``in_channels = F + 3``) -> ``input_conv`` (SubM
 pts_instance_mask=[inst bool [n_inst, N], pan_inst [N]], instance_labels [n_inst],
 instance_scores [n_inst])`` (numpy) over the scene's original points, for every scene of the batch.
 """
+import time
+
 import spconv.pytorch as spconv
 import torch
 import torch.nn.functional as F
@@ -27,10 +29,33 @@ from mmdet.models.layers.matrix_nms import mask_matrix_nms as _mmdet_mask_matrix
 from mmdet3d.models import Base3DDetector
 from mmdet3d.structures import PointData
 from mmengine.config import ConfigDict
+from mmengine.logging import MessageHub
 from torch import nn
 
 from . import pooling
 from .unified_criterion import LooseInstanceData
+
+
+def _timed_criterion(criterion, pred, gts, cuda_sync=False):
+    """``criterion(pred, gts)``, its wall time logged as ``criterion_time`` (seconds; the A/B
+    benchmark reads it).  On CUDA it is logged only with ``train_cfg.time_criterion=True``,
+    which synchronises before and after (the kernels, not their launch, are timed); without it
+    the training loop has no extra host sync."""
+    masks = pred.get('masks') if isinstance(pred, dict) else None
+    on_cuda = isinstance(masks, (list, tuple)) and len(masks) > 0 and masks[0].is_cuda
+    if on_cuda and not cuda_sync:
+        return criterion(pred, gts)
+    if on_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    losses = criterion(pred, gts)
+    if on_cuda:
+        torch.cuda.synchronize()
+    try:
+        MessageHub.get_current_instance().update_scalar('train/criterion_time', time.perf_counter() - start)
+    except Exception:  # noqa: BLE001 - outside a runner there is nothing to log to
+        pass
+    return losses
 
 try:
     from mmdet3d.registry import MODELS
@@ -117,6 +142,10 @@ class _OneFormer3DBase(Base3DDetector):
         self.train_cfg = _as_cfg(train_cfg)
         self.test_cfg = _as_cfg(test_cfg)
         self._init_layers(in_channels, num_channels)
+
+    def _time_criterion_on_cuda(self):
+        """``train_cfg.time_criterion``: log the criterion's time on CUDA too (adds a sync)."""
+        return bool(self.train_cfg.get('time_criterion', False)) if self.train_cfg else False
 
     def _init_layers(self, in_channels, num_channels):
         self.input_conv = spconv.SparseSequential(
@@ -362,7 +391,7 @@ class S3DISOneFormer3D(_OneFormer3DBase):
         out = self.decoder(x)
         voxel_ids = self._local_voxel_ids(coords, inverse, [len(p) for p in points], b)
         gts = [self._scene_gt(i, s, v) for i, (s, v) in enumerate(zip(batch_data_samples, voxel_ids))]
-        return self.criterion(out, gts)
+        return _timed_criterion(self.criterion, out, gts, self._time_criterion_on_cuda())
 
     @torch.no_grad()
     def predict(self, batch_inputs_dict, batch_data_samples, **kwargs):
@@ -560,7 +589,8 @@ class ScanNetOneFormer3D(_OneFormer3DBase):
             gt.labels_3d = _to_long(src.labels_3d, x[i].device)
             gts.append(gt)
         queries, gts = self._select_queries(x, gts)
-        return self.criterion(self.decoder(x, queries), gts)
+        return _timed_criterion(self.criterion, self.decoder(x, queries), gts,
+                                self._time_criterion_on_cuda())
 
     @torch.no_grad()
     def predict(self, batch_inputs_dict, batch_data_samples, **kwargs):
