@@ -13,6 +13,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONFIG_DIR=projects/InfluencerFormer3D/configs
+# shellcheck source=tools/_3d_common.sh
+source "$ROOT/tools/_3d_common.sh"  # config_for, abs_if_exists, pick_gpus_and_python, launch
 
 usage() {
   cat >&2 <<EOF
@@ -27,21 +29,6 @@ EOF
   exit 0
 }
 
-config_for() {  # dataset variant -> config file name (same table as tools/train_3d.sh)
-  case "$1:$2" in
-    s3dis:baseline)      echo oneformer3d_1xb2_s3dis-area-5.py ;;
-    s3dis:influencer)    echo influencerformer_1xb2_s3dis-area-5.py ;;
-    s3dis:reference)     echo influencerformer-reference_1xb2_s3dis-area-5.py ;;
-    scannet:baseline)    echo oneformer3d_1xb4_scannet.py ;;
-    scannet:influencer)  echo influencerformer_1xb4_scannet.py ;;
-    scannet:reference)   echo influencerformer-reference_1xb4_scannet.py ;;
-    synthetic:baseline)  echo synthetic-rooms_baseline.py ;;
-    synthetic:influencer) echo synthetic-rooms_influencer.py ;;
-    synthetic:reference) echo synthetic-rooms_reference.py ;;
-    *) return 1 ;;
-  esac
-}
-
 case "${1:-}" in -h|--help) usage ;; esac
 [[ $# -ge 3 ]] || usage "expected DATASET VARIANT CHECKPOINT, got $# argument(s)"
 DATASET=$1 VARIANT=$2 CKPT=$3
@@ -51,7 +38,7 @@ case "$VARIANT" in baseline|influencer|reference) ;; *) usage "unknown variant '
 CONFIG=$CONFIG_DIR/$(config_for "$DATASET" "$VARIANT")
 [[ -f "$ROOT/$CONFIG" ]] || usage "config $CONFIG not found"
 [[ "$CKPT" != -* ]] || usage "CHECKPOINT expected, got option '$CKPT'"
-if [[ -e "$CKPT" && "$CKPT" != /* ]]; then CKPT=$PWD/$CKPT; fi
+CKPT=$(abs_if_exists "$CKPT")
 
 DRY=${PRINT_ONLY:-0}
 ARGS=()
@@ -59,36 +46,7 @@ for a in "$@"; do
   if [[ "$a" == --dry-run ]]; then DRY=1; else ARGS+=("$a"); fi
 done
 
-if [[ -z "${GPUS:-}" ]]; then
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then GPUS=1; else GPUS=0; fi
-fi
-[[ "$GPUS" =~ ^[0-9]+$ ]] || usage "GPUS must be a non-negative integer, got '$GPUS'"
-
-PY=${PYTHON_BIN:-}
-if [[ -z "$PY" ]]; then
-  VENV=$(bash "$ROOT/tools/install.sh" --venv-path 2>/dev/null || true)
-  if [[ -n "$VENV" && -x "$VENV/bin/python" ]]; then PY=$VENV/bin/python; else PY=python; fi
-fi
+pick_gpus_and_python
 
 SCRIPT_ARGS=(tools/test_3d.py "$CONFIG" "$CKPT" --work-dir "work_dirs/${DATASET}_${VARIANT}/eval")
-ENV_PREFIX=()
-if (( GPUS > 1 )); then
-  if [[ "$PY" == */* && -x "$(dirname "$PY")/torchrun" ]]; then LAUNCH=("$(dirname "$PY")/torchrun")
-  elif command -v torchrun >/dev/null 2>&1; then LAUNCH=(torchrun)
-  else LAUNCH=("$PY" -m torch.distributed.run); fi
-  CMD=("${LAUNCH[@]}" --nproc_per_node="$GPUS" --master_port="${PORT:-29500}"
-       "${SCRIPT_ARGS[@]}" --launcher pytorch "${ARGS[@]}")
-else
-  if (( GPUS == 0 )); then ENV_PREFIX=(CUDA_VISIBLE_DEVICES=); fi
-  CMD=("$PY" "${SCRIPT_ARGS[@]}" "${ARGS[@]}")
-fi
-
-cd "$ROOT"
-export PYTHONPATH="$ROOT:$ROOT/projects/InfluencerFormer3D${PYTHONPATH:+:$PYTHONPATH}"
-export THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1}
-if [[ "$DRY" == 1 ]]; then
-  printf '%q ' "${ENV_PREFIX[@]}" "${CMD[@]}" | sed 's/ $//'
-  echo
-  exit 0
-fi
-exec env "${ENV_PREFIX[@]}" "${CMD[@]}"
+launch "${SCRIPT_ARGS[@]}" -- "${ARGS[@]}"

@@ -17,6 +17,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONFIG_DIR=projects/InfluencerFormer3D/configs
+# shellcheck source=tools/_3d_common.sh
+source "$ROOT/tools/_3d_common.sh"  # config_for, abs_if_exists, pick_gpus_and_python, launch
 
 usage() {
   cat >&2 <<EOF
@@ -35,25 +37,6 @@ env: GPUS=N (default 1 with a GPU, else 0 = CPU), PORT, PRINT_ONLY=1, PYTHON_BIN
 EOF
   if [[ -n "${1:-}" ]]; then echo "error: $1" >&2; exit 2; fi
   exit 0
-}
-
-config_for() {  # dataset variant -> config file name
-  case "$1:$2" in
-    s3dis:baseline)      echo oneformer3d_1xb2_s3dis-area-5.py ;;
-    s3dis:influencer)    echo influencerformer_1xb2_s3dis-area-5.py ;;
-    s3dis:reference)     echo influencerformer-reference_1xb2_s3dis-area-5.py ;;
-    scannet:baseline)    echo oneformer3d_1xb4_scannet.py ;;
-    scannet:influencer)  echo influencerformer_1xb4_scannet.py ;;
-    scannet:reference)   echo influencerformer-reference_1xb4_scannet.py ;;
-    synthetic:baseline)  echo synthetic-rooms_baseline.py ;;
-    synthetic:influencer) echo synthetic-rooms_influencer.py ;;
-    synthetic:reference) echo synthetic-rooms_reference.py ;;
-    *) return 1 ;;
-  esac
-}
-
-abs_if_exists() {  # make a path given relative to the caller's directory absolute
-  if [[ -e "$1" && "$1" != /* ]]; then echo "$PWD/$1"; else echo "$1"; fi
 }
 
 [[ $# -ge 1 ]] || usage "missing DATASET"
@@ -80,37 +63,8 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-if [[ -z "${GPUS:-}" ]]; then
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then GPUS=1; else GPUS=0; fi
-fi
-[[ "$GPUS" =~ ^[0-9]+$ ]] || usage "GPUS must be a non-negative integer, got '$GPUS'"
-
-PY=${PYTHON_BIN:-}
-if [[ -z "$PY" ]]; then
-  VENV=$(bash "$ROOT/tools/install.sh" --venv-path 2>/dev/null || true)
-  if [[ -n "$VENV" && -x "$VENV/bin/python" ]]; then PY=$VENV/bin/python; else PY=python; fi
-fi
+pick_gpus_and_python
 
 WORK_DIR=work_dirs/${DATASET}_${VARIANT}
 SCRIPT_ARGS=(tools/train_3d.py "$CONFIG" --work-dir "$WORK_DIR")
-ENV_PREFIX=()
-if (( GPUS > 1 )); then
-  if [[ "$PY" == */* && -x "$(dirname "$PY")/torchrun" ]]; then LAUNCH=("$(dirname "$PY")/torchrun")
-  elif command -v torchrun >/dev/null 2>&1; then LAUNCH=(torchrun)
-  else LAUNCH=("$PY" -m torch.distributed.run); fi
-  CMD=("${LAUNCH[@]}" --nproc_per_node="$GPUS" --master_port="${PORT:-29500}"
-       "${SCRIPT_ARGS[@]}" --launcher pytorch "${ARGS[@]}")
-else
-  if (( GPUS == 0 )); then ENV_PREFIX=(CUDA_VISIBLE_DEVICES=); fi
-  CMD=("$PY" "${SCRIPT_ARGS[@]}" "${ARGS[@]}")
-fi
-
-cd "$ROOT"
-export PYTHONPATH="$ROOT:$ROOT/projects/InfluencerFormer3D${PYTHONPATH:+:$PYTHONPATH}"
-export THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1}
-if [[ "$DRY" == 1 ]]; then
-  printf '%q ' "${ENV_PREFIX[@]}" "${CMD[@]}" | sed 's/ $//'
-  echo
-  exit 0
-fi
-exec env "${ENV_PREFIX[@]}" "${CMD[@]}"
+launch "${SCRIPT_ARGS[@]}" -- "${ARGS[@]}"

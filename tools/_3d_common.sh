@@ -1,0 +1,60 @@
+# Shared by tools/train_3d.sh and tools/eval_3d.sh (sourced; needs ROOT and a `usage` function).
+
+config_for() {  # dataset variant -> config file name
+  case "$1:$2" in
+    s3dis:baseline)      echo oneformer3d_1xb2_s3dis-area-5.py ;;
+    s3dis:influencer)    echo influencerformer_1xb2_s3dis-area-5.py ;;
+    s3dis:reference)     echo influencerformer-reference_1xb2_s3dis-area-5.py ;;
+    scannet:baseline)    echo oneformer3d_1xb4_scannet.py ;;
+    scannet:influencer)  echo influencerformer_1xb4_scannet.py ;;
+    scannet:reference)   echo influencerformer-reference_1xb4_scannet.py ;;
+    synthetic:baseline)  echo synthetic-rooms_baseline.py ;;
+    synthetic:influencer) echo synthetic-rooms_influencer.py ;;
+    synthetic:reference) echo synthetic-rooms_reference.py ;;
+    *) return 1 ;;
+  esac
+}
+
+abs_if_exists() {  # make a path given relative to the caller's directory absolute
+  if [[ -e "$1" && "$1" != /* ]]; then echo "$PWD/$1"; else echo "$1"; fi
+}
+
+pick_gpus_and_python() {  # sets GPUS (default: 1 when nvidia-smi sees a GPU, else 0) and PY
+  if [[ -z "${GPUS:-}" ]]; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then GPUS=1; else GPUS=0; fi
+  fi
+  [[ "$GPUS" =~ ^[0-9]+$ ]] || usage "GPUS must be a non-negative integer, got '$GPUS'"
+  PY=${PYTHON_BIN:-}
+  if [[ -z "$PY" ]]; then
+    local venv
+    venv=$(bash "$ROOT/tools/install.sh" --venv-path 2>/dev/null || true)
+    if [[ -n "$venv" && -x "$venv/bin/python" ]]; then PY=$venv/bin/python; else PY=python; fi
+  fi
+}
+
+launch() {  # launch SCRIPT_ARGS... -- EXTRA_ARGS...: torchrun for GPUS > 1, else one process
+  local script_args=() extra=()
+  while [[ $# -gt 0 && "$1" != -- ]]; do script_args+=("$1"); shift; done
+  [[ $# -gt 0 ]] && shift
+  extra=("$@")
+  local env_prefix=() cmd=() runner=()
+  if (( GPUS > 1 )); then
+    if [[ "$PY" == */* && -x "$(dirname "$PY")/torchrun" ]]; then runner=("$(dirname "$PY")/torchrun")
+    elif command -v torchrun >/dev/null 2>&1; then runner=(torchrun)
+    else runner=("$PY" -m torch.distributed.run); fi
+    cmd=("${runner[@]}" --nproc_per_node="$GPUS" --master_port="${PORT:-29500}"
+         "${script_args[@]}" --launcher pytorch "${extra[@]}")
+  else
+    if (( GPUS == 0 )); then env_prefix=(CUDA_VISIBLE_DEVICES=); fi
+    cmd=("$PY" "${script_args[@]}" "${extra[@]}")
+  fi
+  cd "$ROOT"
+  export PYTHONPATH="$ROOT:$ROOT/projects/InfluencerFormer3D${PYTHONPATH:+:$PYTHONPATH}"
+  export THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1}
+  if [[ "$DRY" == 1 ]]; then
+    printf '%q ' "${env_prefix[@]}" "${cmd[@]}" | sed 's/ $//'
+    echo
+    exit 0
+  fi
+  exec env "${env_prefix[@]}" "${cmd[@]}"
+}
