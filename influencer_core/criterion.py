@@ -372,6 +372,19 @@ class OTInfluencerCriterion(SharedPointCriterion):
     two products over the points (:func:`~influencer_core.pairwise.pair_stats`).
     Losses are normalised like Mask2Former's (CE: weighted mean over queries;
     mask, dice, exclusion: per target mask across workers).
+
+    ``class_target`` decides how the plan becomes a class loss.  ``"mass"``: every unit of
+    plan mass is a CE term, the no-object mass weighted by ``no_object_weight``; a query with
+    mass m on an instance is then pushed to be confident (its optimum is m / (m + eos(1 - m)),
+    0.91 for m = 0.5).  ``"query"``: one CE per query against its plan row as a soft label,
+    weighted by ``sum_k plan[q,k] + eos * plan[q,none]``; its optimum is the row itself, so a
+    query's class probability estimates the share of an instance it owns.  Both equal
+    Hungarian's CE for a one-to-one plan.
+
+    ``aux_capacity`` > 1: in the auxiliary decoder layers every instance takes up to that much
+    query mass (one-to-many supervision of intermediate layers, as hybrid-assignment DETRs
+    do; an instance's mask terms are divided by its mass so it still weighs one mask); the
+    final layer stays one-to-one.
     """
 
     loss_weights = {"loss_ce": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight",
@@ -380,8 +393,11 @@ class OTInfluencerCriterion(SharedPointCriterion):
     def __init__(self, num_classes: int, class_weight: float = 2.0, mask_weight: float = 5.0,
                  dice_weight: float = 5.0, exclusion_weight: float = 0.0, no_object_weight: float = 0.1,
                  num_points: int = 12544, deep_supervision: bool = True, epsilon: float = 0.05,
-                 sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0):
+                 sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0,
+                 class_target: str = "mass", aux_capacity: float = 1.0):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+        if class_target not in ("mass", "query"):
+            raise ValueError(f"class_target must be 'mass' or 'query', got {class_target!r}")
         if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
             raise ValueError(f"need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1, got "
                              f"{oversample_ratio}, {importance_sample_ratio}")
@@ -392,6 +408,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
         self.sinkhorn_iters = sinkhorn_iters
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
+        self.class_target = class_target
+        if aux_capacity < 1:
+            raise ValueError(f"aux_capacity must be >= 1 (1 = one-to-one), got {aux_capacity}")
+        self.aux_capacity = aux_capacity
 
     def pair_costs(self, class_logits: Tensor, x: Tensor, packed: MaskBatch, labels: Tensor) -> Dict[str, Tensor]:
         """Per-pair CE [B, Q, K], BCE [B, Q, K], dice [B, Q, K] and no-object CE [B, Q]."""
@@ -428,7 +448,8 @@ class OTInfluencerCriterion(SharedPointCriterion):
         costs = [self.pair_costs(layer["pred_logits"], self.point_logits(layer["pred_masks"], state),
                                  packed, state["labels"]) for layer in layers]
         plans = sinkhorn_plan(torch.cat([self.cost_matrix(c) for c in costs], 0),
-                              packed.valid.repeat(len(layers), 1), self.epsilon, self.sinkhorn_iters)
+                              packed.valid.repeat(len(layers), 1), self.epsilon, self.sinkhorn_iters,
+                              capacity=self.layer_capacities(len(layers), packed.valid))
         resample = self.importance_sample_ratio > 0 and self.is_image_mode(outputs["pred_masks"])
         losses: Dict[str, Tensor] = {}
         for i, (c, plan, layer) in enumerate(zip(costs, plans.chunk(len(layers), 0), layers)):
@@ -440,6 +461,14 @@ class OTInfluencerCriterion(SharedPointCriterion):
             else:
                 losses.update({f"{k}_{i - 1}": v for k, v in layer_losses.items() if k.startswith("loss_")})
         return losses
+
+    def layer_capacities(self, num_layers: int, valid: Tensor) -> Tensor:
+        """Instance capacity [num_layers * B] for the plans of layers stacked final-first:
+        1 for the final layer, ``aux_capacity`` for the auxiliary ones."""
+        b = valid.shape[0]
+        capacity = torch.full((num_layers * b,), float(self.aux_capacity), device=valid.device)
+        capacity[:b] = 1.0
+        return capacity
 
     @torch.no_grad()
     def importance_points(self, masks: Tensor, owner: Tensor) -> Tensor:
@@ -492,14 +521,20 @@ class OTInfluencerCriterion(SharedPointCriterion):
         to_none = plan[..., k]
         eos = self.no_object_weight
         num_masks = state["num_masks"]
-        ce_num = (to_inst * costs["ce"]).sum() + eos * (to_none * costs["ce_none"]).sum()
         ce_den = to_inst.sum() + eos * to_none.sum()
+        if self.class_target == "query":  # one soft-label CE per query (target = its plan row)
+            weight = to_inst.sum(-1) + eos * to_none  # [B, Q]
+            ce_num = (weight * ((to_inst * costs["ce"]).sum(-1) + to_none * costs["ce_none"])).sum()
+        else:  # every unit of plan mass is one CE term; no-object mass down-weighted by eos
+            ce_num = (to_inst * costs["ce"]).sum() + eos * (to_none * costs["ce_none"]).sum()
         confidence = 1 - costs["logp_none"].exp()  # [B, Q]
         claims = (confidence.unsqueeze(-1) * (1 - costs["dice"]) * validf).sum(1)  # [B, K]
+        # an instance shared by several queries (aux_capacity > 1) still weighs one mask
+        per_inst = to_inst / to_inst.sum(1, keepdim=True).clamp(min=1)
         return {
             "loss_ce": ce_num / ce_den.clamp(min=1e-6),
-            "loss_mask": (to_inst * costs["bce"]).sum() / num_masks,
-            "loss_dice": (to_inst * costs["dice"]).sum() / num_masks,
+            "loss_mask": (per_inst * costs["bce"]).sum() / num_masks,
+            "loss_dice": (per_inst * costs["dice"]).sum() / num_masks,
             "loss_exclusion": torch.relu(claims - 1).sum() / num_masks,
             "ot_assigned_mass": (to_inst.sum() / packed.valid.sum().clamp(min=1)).detach(),
         }

@@ -15,16 +15,18 @@ __all__ = ["assignment_marginals", "sinkhorn_plan"]
 _NEG = -1e9  # stands for log(0) without producing NaN in logsumexp
 
 
-def assignment_marginals(valid: Tensor, num_queries: int) -> tuple:
+def assignment_marginals(valid: Tensor, num_queries: int, capacity=1.0) -> tuple:
     """Row and column masses for Q queries -> K instances + no-object.
 
     valid: [B, K] bool.  Every query has mass 1.  Each instance takes
-    min(1, Q / K_b) (so K > Q still balances), the no-object column the rest.
+    min(capacity, Q / K_b) (so K > Q still balances), the no-object column the
+    rest.  capacity: float or [B] tensor (> 1: one-to-many).
     Returns (log_row [B, Q], log_col [B, K+1]).
     """
     validf = valid.float()
     k = validf.sum(1, keepdim=True)  # [B, 1]
-    per_inst = torch.clamp(num_queries / k.clamp(min=1), max=1.0)
+    cap = torch.as_tensor(capacity, dtype=torch.float32, device=valid.device).reshape(-1, 1)
+    per_inst = torch.minimum(num_queries / k.clamp(min=1), cap)
     col_inst = validf * per_inst
     col_none = (num_queries - (col_inst.sum(1, keepdim=True))).clamp(min=0)
     col = torch.cat([col_inst, col_none], dim=1)
@@ -35,12 +37,13 @@ def assignment_marginals(valid: Tensor, num_queries: int) -> tuple:
 
 @torch.no_grad()
 def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
-                  eps_start: float = None) -> Tensor:
+                  eps_start: float = None, capacity=1.0) -> Tensor:
     """Transport plan [B, Q, K+1] minimising <plan, cost> - epsilon * H(plan).
 
     cost: [B, Q, K+1] (last column = no object; padded instance columns are
     ignored through ``valid`` [B, K]).  Rows sum to 1; column k sums to
-    min(1, Q/K) for real instances, the last column to the remainder.
+    min(capacity, Q/K) for real instances (capacity: float or [B]), the last
+    column to the remainder.
     The regulariser is lowered geometrically from ``eps_start`` (default: the
     cost range) to ``epsilon`` over the first half of the iterations
     (epsilon scaling), which makes small epsilon converge in few iterations.
@@ -49,7 +52,7 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     cost = cost.float()
     b, q, k1 = cost.shape
-    log_row, log_col = assignment_marginals(valid, q)
+    log_row, log_col = assignment_marginals(valid, q, capacity)
     col_ok = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
     big = torch.where(col_ok[:, None, :], cost, torch.zeros_like(cost))
     if eps_start is None:

@@ -42,10 +42,12 @@ def as_outputs(mask_logits, cls):
     return {"pred_logits": cls[None].clone(), "pred_masks": mask_logits[None].clone()}
 
 
-@pytest.fixture(params=[0.0, 1.0], ids=["no_exclusion", "exclusion"])
+@pytest.fixture(params=[(0.0, "mass"), (1.0, "mass"), (0.0, "query")],
+                ids=["no_exclusion", "exclusion", "query_class_target"])
 def crit(request):
+    excl, class_target = request.param
     return build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80,
-                           exclusion_weight=request.param)
+                           exclusion_weight=excl, class_target=class_target)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -122,8 +124,9 @@ def hungarian_reference(cls, x, tgt, w=(2.0, 5.0, 5.0), eos=0.1):
             "loss_dice": sum(terms[i, j][2] for i, j in matched.items()) / n}
 
 
+@pytest.mark.parametrize("class_target", ["mass", "query"])
 @pytest.mark.parametrize("seed", range(4))
-def test_small_epsilon_recovers_hungarian_losses(seed):
+def test_small_epsilon_recovers_hungarian_losses(seed, class_target):
     g = torch.Generator().manual_seed(seed)
     q, k, p = 6, 3, 50
     x = torch.randn(q, p, generator=g) * 2
@@ -131,7 +134,8 @@ def test_small_epsilon_recovers_hungarian_losses(seed):
     owner = torch.randint(-1, k, (p,), generator=g)
     owner[:k] = torch.arange(k)
     tgt = {"labels": torch.randint(0, C, (k,), generator=g), "masks": (owner[None] == torch.arange(k)[:, None]).float()}
-    crit = build_criterion("influencer_ot", num_classes=C, epsilon=1e-4, sinkhorn_iters=400)
+    crit = build_criterion("influencer_ot", num_classes=C, epsilon=1e-4, sinkhorn_iters=400,
+                           class_target=class_target)
     got = crit(as_outputs(x, cls), [tgt])
     ref = hungarian_reference(cls, x, tgt)
     for key, val in ref.items():
@@ -300,3 +304,79 @@ def test_importance_sampled_loss_keeps_the_one_to_one_minimum(seed):
     out["pred_masks"].requires_grad_(True)
     crit.total_loss(crit(out, [tgt])).backward()
     assert torch.isfinite(out["pred_masks"].grad).all() and out["pred_masks"].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("class_target", ["mass", "query"])
+def test_class_loss_minimiser_given_a_soft_plan(class_target):
+    """For a fixed soft plan, the CE is minimised where softmax(logits) of query q equals
+    its plan row mapped to classes ("query": calibrated; a query owning half an instance is
+    50 % confident) or the row with the no-object mass scaled by eos ("mass")."""
+    g = torch.Generator().manual_seed(0)
+    q, k, p, eos = 5, 2, 40, 0.1
+    labels = torch.tensor([1, 3])
+    masks = (torch.rand(k, p, generator=g) > 0.5).float()
+    crit = build_criterion("influencer_ot", num_classes=C, no_object_weight=eos, class_target=class_target)
+    state = crit.prepare(as_outputs(torch.zeros(q, p), torch.zeros(q, C + 1)), [{"labels": labels, "masks": masks}])
+    plan = torch.rand(1, q, k + 1, generator=g)
+    plan = plan / plan.sum(-1, keepdim=True)
+    target = torch.zeros(q, C + 1)
+    target[:, labels] = plan[0, :, :k]
+    target[:, C] = plan[0, :, k]
+    if class_target == "mass":
+        target[:, C] *= eos
+        target = target / target.sum(-1, keepdim=True)
+    logits = target.clamp(min=1e-12).log().requires_grad_(True)
+    costs = crit.pair_costs(logits[None], torch.zeros(1, q, p), state["targets"], state["labels"])
+    loss = crit.losses_from_plan(costs, plan, state)["loss_ce"]
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert grad.abs().max() < 1e-5
+    # and moving away from it raises the loss
+    worse = crit.losses_from_plan(crit.pair_costs((logits + torch.randn(q, C + 1, generator=g))[None],
+                                                  torch.zeros(1, q, p), state["targets"], state["labels"]),
+                                  plan, state)["loss_ce"]
+    assert worse > loss
+
+
+def test_query_class_target_rejects_unknown_name():
+    with pytest.raises(ValueError, match="class_target"):
+        build_criterion("influencer_ot", num_classes=C, class_target="soft")
+
+
+def test_sinkhorn_capacity_marginals():
+    """capacity m: every instance takes min(m, Q/K) query mass, per image of the batch."""
+    g = torch.Generator().manual_seed(1)
+    cost = torch.rand(2, 8, 4, generator=g) * 3
+    valid = torch.tensor([[True, True, True], [True, True, True]])
+    plan = sinkhorn_plan(cost, valid, epsilon=0.05, iters=1000, capacity=torch.tensor([1.0, 2.0]))
+    assert torch.allclose(plan.sum(2), torch.ones(2, 8), atol=1e-3)
+    assert torch.allclose(plan[0, :, :3].sum(0), torch.ones(3), atol=1e-3)
+    assert torch.allclose(plan[1, :, :3].sum(0), torch.full((3,), 2.0), atol=1e-3)
+    plan = sinkhorn_plan(cost, valid, epsilon=0.05, iters=1000, capacity=5.0)  # 3 x 5 > Q = 8
+    assert torch.allclose(plan[:, :, :3].sum(1), torch.full((2, 3), 8 / 3), atol=1e-3)
+
+
+def test_aux_capacity_supervises_intermediate_layers_one_to_many():
+    """aux_capacity > 1 changes only the auxiliary layers; there an instance's mask loss is the
+    mean over the queries sharing it, so copies of a correct query cost nothing extra."""
+    tgt, x, cls, perm = scene(5, q=10, k=2)
+    out = as_outputs(x, cls)
+    out["aux_outputs"] = [as_outputs(x, cls)]
+    one = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80)
+    many = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, aux_capacity=3.0)
+    a, b = one(out, [tgt]), many(out, [tgt])
+    for key in LOSS_KEYS:
+        assert b[key].item() == pytest.approx(a[key].item(), rel=1e-5, abs=1e-7)
+    # aux layer: three copies of each owner's prediction
+    xa, ca = x.clone(), cls.clone()
+    free = [i for i in range(10) if i not in perm[:2].tolist()]
+    for j in range(2):
+        for f in free[2 * j: 2 * j + 2]:
+            xa[f], ca[f] = x[perm[j]], cls[perm[j]]
+    out3 = as_outputs(x, cls)
+    out3["aux_outputs"] = [as_outputs(xa, ca)]
+    c = many(out3, [tgt])
+    assert c["loss_mask_0"].item() == pytest.approx(a["loss_mask"].item(), rel=1e-3, abs=1e-6)
+    assert c["loss_dice_0"].item() == pytest.approx(a["loss_dice"].item(), rel=1e-3, abs=1e-6)
+    assert c["loss_ce_0"] < b["loss_ce_0"]  # the copies are what the aux target asks for
+    with pytest.raises(ValueError, match="aux_capacity"):
+        build_criterion("influencer_ot", num_classes=C, aux_capacity=0.5)

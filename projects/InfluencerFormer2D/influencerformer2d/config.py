@@ -126,6 +126,13 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.5
     cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_ITERS = 50
     cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 0.0
+    # Class loss from the plan: "mass" (each unit of plan mass is a CE term, no-object mass
+    # weighted by NO_OBJECT_WEIGHT) or "query" (one CE per query against its plan row as a soft
+    # label, so a query's class probability estimates how much of an instance it owns).
+    cfg.MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET = "mass"
+    # Query mass each instance takes in the auxiliary decoder layers (1: one-to-one as in the
+    # final layer; > 1: one-to-many supervision of the intermediate predictions).
+    cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY = 1.0
     # Epsilon annealing during training (influencer_core.schedules.EpsilonSchedule): "constant"
     # keeps EPSILON; "linear" / "cosine" / "exp" go from EPSILON to EPSILON_END between
     # EPSILON_WARMUP and SOLVER.MAX_ITER iterations (the trainer's EpsilonAnnealingHook).

@@ -50,7 +50,8 @@ def build_criterion_from_cfg(cfg, num_classes: int):
                      bg_weight=inf.BG_WEIGHT, rep_margin=inf.REP_MARGIN, temperature=inf.TEMPERATURE)
     elif name == "influencer_ot":
         extra = dict(mask_weight=mf.MASK_WEIGHT, dice_weight=mf.DICE_WEIGHT, exclusion_weight=inf.EXCLUSION_WEIGHT,
-                     epsilon=inf.EPSILON, sinkhorn_iters=inf.SINKHORN_ITERS,
+                     epsilon=inf.EPSILON, sinkhorn_iters=inf.SINKHORN_ITERS, class_target=inf.CLASS_TARGET,
+                     aux_capacity=inf.AUX_CAPACITY,
                      oversample_ratio=mf.OVERSAMPLE_RATIO, importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
     else:  # a criterion registered by a user: only the common arguments
         extra = {}

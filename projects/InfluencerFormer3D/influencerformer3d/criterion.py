@@ -144,7 +144,8 @@ class InfluencerCriterion:
         non_object_weight: CE weight of the "no object" class (OneFormer3D S3DIS: 0.05).
         variant: ``'ot'`` (default) - :class:`influencer_core.OTInfluencerCriterion`: class, BCE,
             dice and no-object losses from one entropic transport plan (``epsilon``,
-            ``sinkhorn_iters``, ``mask_weight``, ``dice_weight``, ``exclusion_weight``);
+            ``sinkhorn_iters``, ``mask_weight``, ``dice_weight``, ``exclusion_weight``,
+            ``class_target``: ``'mass'`` or ``'query'``, ``aux_capacity``: see the core class);
             mask_loss = ``mask_weight * loss_mask + dice_weight * loss_dice +
             exclusion_weight * loss_exclusion``; the plan's cost uses ``cls`` as class weight.
             ``'reference'`` - :class:`influencer_core.MaskInfluencerLoss` (``attr_weight``,
@@ -167,7 +168,8 @@ class InfluencerCriterion:
                  attr_weight: float = 1.0, rep_weight: float = 1.0, bg_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: float = 1.0,
                  mask_weight: float = 1.0, dice_weight: float = 1.0, exclusion_weight: float = 0.0,
-                 epsilon: float = 0.05, sinkhorn_iters: int = 50,
+                 epsilon: float = 0.05, sinkhorn_iters: int = 50, class_target: str = "mass",
+                 aux_capacity: float = 1.0,
                  score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
                  iter_matcher: bool = True, matcher=None, fix_dice_loss_weight=None, fix_mean_loss=None):
         loss_weight = list(loss_weight)
@@ -188,7 +190,8 @@ class InfluencerCriterion:
             self.core = OTInfluencerCriterion(
                 num_classes, class_weight=self.cls_weight, mask_weight=mask_weight, dice_weight=dice_weight,
                 exclusion_weight=exclusion_weight, no_object_weight=non_object_weight,
-                epsilon=epsilon, sinkhorn_iters=sinkhorn_iters)
+                epsilon=epsilon, sinkhorn_iters=sinkhorn_iters, class_target=class_target,
+                aux_capacity=aux_capacity)
         else:
             self.core = ReferenceInfluencerCriterion(
                 num_classes, class_weight=self.cls_weight, influencer_weight=self.influencer_scale,
@@ -253,7 +256,8 @@ class InfluencerCriterion:
             valid = sub["targets"].valid
             if self.iter_matcher or n_layers == 1:
                 plans = sinkhorn_plan(torch.cat([core.cost_matrix(c) for c in costs], 0),
-                                      valid.repeat(n_layers, 1), core.epsilon, core.sinkhorn_iters).chunk(n_layers, 0)
+                                      valid.repeat(n_layers, 1), core.epsilon, core.sinkhorn_iters,
+                                      capacity=core.layer_capacities(n_layers, valid)).chunk(n_layers, 0)
             else:  # OneFormer3D's iter_matcher=False: every layer uses the final layer's assignment
                 plans = [core.plan(costs[0], valid)] * n_layers
             for li, (c, plan) in enumerate(zip(costs, plans)):
