@@ -394,7 +394,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  dice_weight: float = 5.0, exclusion_weight: float = 0.0, no_object_weight: float = 0.1,
                  num_points: int = 12544, deep_supervision: bool = True, epsilon: float = 0.05,
                  sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0,
-                 class_target: str = "mass", aux_capacity: float = 1.0):
+                 class_target: str = "query", aux_capacity: float = 1.0):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
         if class_target not in ("mass", "query"):
             raise ValueError(f"class_target must be 'mass' or 'query', got {class_target!r}")

@@ -113,6 +113,18 @@ def _train_cfg(tmp, synthetic_root, *opts):
     return cfg
 
 
+def test_influencer_options_reach_the_criterion():
+    from influencerformer2d.influencerformer_model import build_criterion_from_cfg
+
+    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET", "mass",
+                   "MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY", 2.5, "MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT", 0.5)
+    crit = build_criterion_from_cfg(cfg, num_classes=9)
+    assert (crit.class_target, crit.aux_capacity, crit.exclusion_weight) == ("mass", 2.5, 0.5)
+    bad = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET", "soft")
+    with pytest.raises(ValueError, match="class_target"):
+        build_criterion_from_cfg(bad, num_classes=9)
+
+
 def test_twenty_iterations_lower_the_loss(tmp_path, synthetic_root):
     cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 20, "SOLVER.BASE_LR", 0.001,
                      "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", ())

@@ -129,7 +129,7 @@ def add_influencerformer_config(cfg):
     # Class loss from the plan: "mass" (each unit of plan mass is a CE term, no-object mass
     # weighted by NO_OBJECT_WEIGHT) or "query" (one CE per query against its plan row as a soft
     # label, so a query's class probability estimates how much of an instance it owns).
-    cfg.MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET = "mass"
+    cfg.MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET = "query"
     # Query mass each instance takes in the auxiliary decoder layers (1: one-to-one as in the
     # final layer; > 1: one-to-many supervision of the intermediate predictions).
     cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY = 1.0

@@ -168,7 +168,7 @@ class InfluencerCriterion:
                  attr_weight: float = 1.0, rep_weight: float = 1.0, bg_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: float = 1.0,
                  mask_weight: float = 1.0, dice_weight: float = 1.0, exclusion_weight: float = 0.0,
-                 epsilon: float = 0.05, sinkhorn_iters: int = 50, class_target: str = "mass",
+                 epsilon: float = 0.05, sinkhorn_iters: int = 50, class_target: str = "query",
                  aux_capacity: float = 1.0,
                  score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
                  iter_matcher: bool = True, matcher=None, fix_dice_loss_weight=None, fix_mean_loss=None):
