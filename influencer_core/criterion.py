@@ -366,8 +366,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
     soft assignment (envelope theorem: this is the gradient of the transport
     value).  As ``epsilon`` -> 0 the plan becomes a one-to-one assignment and
     the losses become Hungarian CE + BCE + dice.  ``loss_exclusion`` repels
-    queries that claim an instance already claimed: per instance,
-    relu(sum_q (1 - p_q(no object)) (1 - dice(q, k)) - 1).  The mask terms use
+    queries that the plan sends to "no object" but whose masks copy an instance:
+    ``sum_q plan[q,none] * max_k relu(D(q,k) - t) / (1 - t) * CE(q, no object)`` per target
+    mask, with D the (detached) dice coefficient and t = ``exclusion_overlap``: an extra
+    "no object" push on duplicates only, zero at the one-to-one answer.  The mask terms use
     the shared points of :class:`SharedPointCriterion`.  Pairwise statistics are
     two products over the points (:func:`~influencer_core.pairwise.pair_stats`).
     Losses are normalised like Mask2Former's (CE: weighted mean over queries;
@@ -394,7 +396,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  dice_weight: float = 5.0, exclusion_weight: float = 0.0, no_object_weight: float = 0.1,
                  num_points: int = 12544, deep_supervision: bool = True, epsilon: float = 0.05,
                  sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0,
-                 class_target: str = "query", aux_capacity: float = 1.0):
+                 class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
         if class_target not in ("mass", "query"):
             raise ValueError(f"class_target must be 'mass' or 'query', got {class_target!r}")
@@ -404,6 +406,9 @@ class OTInfluencerCriterion(SharedPointCriterion):
         self.mask_weight = mask_weight
         self.dice_weight = dice_weight
         self.exclusion_weight = exclusion_weight
+        if not 0 <= exclusion_overlap < 1:
+            raise ValueError(f"exclusion_overlap must be in [0, 1), got {exclusion_overlap}")
+        self.exclusion_overlap = exclusion_overlap
         self.epsilon = epsilon
         self.sinkhorn_iters = sinkhorn_iters
         self.oversample_ratio = oversample_ratio
@@ -527,14 +532,17 @@ class OTInfluencerCriterion(SharedPointCriterion):
             ce_num = (weight * ((to_inst * costs["ce"]).sum(-1) + to_none * costs["ce_none"])).sum()
         else:  # every unit of plan mass is one CE term; no-object mass down-weighted by eos
             ce_num = (to_inst * costs["ce"]).sum() + eos * (to_none * costs["ce_none"]).sum()
-        confidence = 1 - costs["logp_none"].exp()  # [B, Q]
-        claims = (confidence.unsqueeze(-1) * (1 - costs["dice"]) * validf).sum(1)  # [B, K]
+        # duplicates: no-object queries whose mask overlaps an instance (dice coefficient > t)
+        t = self.exclusion_overlap
+        overlap = to_none.new_zeros(to_none.shape)  # [B, Q]
+        if k:
+            overlap = (torch.relu((1 - costs["dice"].detach()) - t) / (1 - t) * validf).amax(-1)
         # an instance shared by several queries (aux_capacity > 1) still weighs one mask
         per_inst = to_inst / to_inst.sum(1, keepdim=True).clamp(min=1)
         return {
             "loss_ce": ce_num / ce_den.clamp(min=1e-6),
             "loss_mask": (per_inst * costs["bce"]).sum() / num_masks,
             "loss_dice": (per_inst * costs["dice"]).sum() / num_masks,
-            "loss_exclusion": torch.relu(claims - 1).sum() / num_masks,
+            "loss_exclusion": (to_none * overlap * costs["ce_none"]).sum() / num_masks,
             "ot_assigned_mass": (to_inst.sum() / packed.valid.sum().clamp(min=1)).detach(),
         }

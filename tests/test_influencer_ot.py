@@ -380,3 +380,32 @@ def test_aux_capacity_supervises_intermediate_layers_one_to_many():
     assert c["loss_ce_0"] < b["loss_ce_0"]  # the copies are what the aux target asks for
     with pytest.raises(ValueError, match="aux_capacity"):
         build_criterion("influencer_ot", num_classes=C, aux_capacity=0.5)
+
+
+def test_exclusion_term_pushes_only_duplicates_to_no_object():
+    """loss_exclusion is ~0 at the one-to-one answer; a confident no-object query whose mask
+    copies an instance raises it, and its gradient moves only that query's class logits,
+    towards "no object"."""
+    tgt, x, cls, perm = scene(2, q=8, k=3)
+    crit = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, exclusion_weight=1.0)
+    assert crit(as_outputs(x, cls), [tgt])["loss_exclusion"].item() < 1e-4
+    free = [i for i in range(8) if i not in perm[:3].tolist()][0]
+    xd, cd = x.clone(), cls.clone()
+    xd[free] = x[perm[0]]
+    cd[free] = 0.0
+    out = as_outputs(xd, cd)
+    out["pred_logits"].requires_grad_(True)
+    out["pred_masks"].requires_grad_(True)
+    loss = crit(out, [tgt])["loss_exclusion"]
+    assert loss.item() > 0.1
+    g_cls, g_mask = torch.autograd.grad(loss, [out["pred_logits"], out["pred_masks"]], allow_unused=True)
+    assert g_mask is None or g_mask.abs().max() == 0  # overlap detached: told "no object", not moved
+    assert g_cls[0, free, C] < 0  # descent raises the no-object logit
+    others = [i for i in range(8) if i != free]
+    assert g_cls[0, others].abs().max() < 1e-6
+    # partial overlap below the threshold costs nothing
+    xs = x.clone()
+    xs[free] = torch.where(torch.rand(x.shape[1], generator=torch.Generator().manual_seed(0)) < 0.15, x[perm[0]], -6.0)
+    assert crit(as_outputs(xs, cd), [tgt])["loss_exclusion"].item() < 1e-4
+    with pytest.raises(ValueError, match="exclusion_overlap"):
+        build_criterion("influencer_ot", num_classes=C, exclusion_overlap=1.0)
