@@ -20,6 +20,7 @@ __all__ = [
     "sigmoid_ce_per_mask",
     "dice_per_mask",
     "mask_iou",
+    "pairwise_mask_iou",
 ]
 
 
@@ -95,4 +96,15 @@ def mask_iou(logits: Tensor, targets: Tensor, threshold: float = 0.5) -> Tensor:
     t = (targets.float() > 0.5).float()
     inter = (pred * t).sum(1)
     union = pred.sum(1) + t.sum(1) - inter
+    return inter / (union + 1e-6)
+
+
+def pairwise_mask_iou(logits: Tensor, targets: Tensor, threshold: float = 0.5) -> Tensor:
+    """IoU of every binarised prediction with every target: [Q, P], [K, P] -> [Q, K].
+
+    Equals ``mask_iou`` on all (q, k) pairs, as one product over the points."""
+    pred = (logits.float().sigmoid() >= threshold).float()
+    t = (targets.float() > 0.5).float()
+    inter = pred @ t.T
+    union = pred.sum(1, keepdim=True) + t.sum(1)[None] - inter
     return inter / (union + 1e-6)

@@ -182,3 +182,16 @@ def test_query_permutation_invariance_point_mode(name):
     got = crit({"pred_logits": out["pred_logits"][:, perm], "pred_masks": out["pred_masks"][:, perm]}, targets)
     for key in base:
         assert torch.allclose(got[key], base[key], atol=1e-5), key
+
+
+def test_pairwise_mask_iou_equals_per_pair_mask_iou():
+    from influencer_core.hungarian import mask_iou, pairwise_mask_iou
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 90, generator=g) * 3
+    targets = (torch.rand(4, 90, generator=g) > 0.6).float()
+    targets[3] = 0  # an empty target
+    got = pairwise_mask_iou(logits, targets)
+    ref = mask_iou(logits[:, None].expand(7, 4, 90).reshape(28, 90),
+                   targets[None].expand(7, 4, 90).reshape(28, 90)).view(7, 4)
+    assert torch.allclose(got, ref, atol=1e-6)

@@ -125,7 +125,7 @@ def add_influencerformer_config(cfg):
     # Mask2Former's loss does (the plan itself is computed on uniform points).
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.5
     cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_ITERS = 50
-    cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 0.0
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 2.0
     # Class loss from the plan: "mass" (each unit of plan mass is a CE term, no-object mass
     # weighted by NO_OBJECT_WEIGHT) or "query" (one CE per query against its plan row as a soft
     # label, so a query's class probability estimates how much of an instance it owns).

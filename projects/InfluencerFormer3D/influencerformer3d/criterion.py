@@ -36,6 +36,7 @@ from influencer_core.hungarian import (
     dice_per_mask,
     linear_assignment,
     mask_iou,
+    pairwise_mask_iou,
     pairwise_class_cost,
     pairwise_dice,
     pairwise_sigmoid_ce,
@@ -292,18 +293,8 @@ class InfluencerCriterion:
         return results
 
     def _pair_iou(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """IoU [Q, K] of every query with every instance via ``mask_iou``, chunked over instances."""
-        q, p = logits.shape
-        k = targets.shape[0]
-        out = logits.new_zeros(q, k, dtype=torch.float32)
-        step = max(1, (1 << 24) // max(q * p, 1))
-        for k0 in range(0, k, step):
-            ks = slice(k0, min(k, k0 + step))
-            n = ks.stop - ks.start
-            x = logits[:, None, :].expand(q, n, p).reshape(q * n, p)
-            t = targets[None, ks, :].expand(q, n, p).reshape(q * n, p)
-            out[:, ks] = mask_iou(x, t).view(q, n)
-        return out
+        """IoU [Q, K] of every query with every instance (``pairwise_mask_iou``: one product)."""
+        return pairwise_mask_iou(logits, targets)
 
     @staticmethod
     def _keep_graph(scores: Sequence[Optional[Tensor]]) -> Tensor:
