@@ -31,6 +31,8 @@ model = dict(
             # transport plan and mask terms (used by variant='ot')
             mask_weight=1.0,
             dice_weight=1.0,
+            exclusion_weight=0.5,  # = the class weight: extra no-object push on duplicates
+            class_target='query',
             epsilon=0.1,  # start value; EpsilonAnnealingHook lowers it
             sinkhorn_iters=50,
             # objectness scores: MSE to the IoU, as the baseline's loss_weight[3]

@@ -21,6 +21,8 @@ model = dict(
             temperature=1.0,
             mask_weight=1.0,
             dice_weight=1.0,
+            exclusion_weight=0.5,  # = the class weight: extra no-object push on duplicates
+            class_target='query',
             epsilon=0.1,  # start value; EpsilonAnnealingHook lowers it
             sinkhorn_iters=50,
             score_weight=0.5,
