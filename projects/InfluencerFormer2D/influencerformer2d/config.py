@@ -120,7 +120,9 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.TEMPERATURE = 1.0
     cfg.MODEL.MASK_FORMER.INFLUENCER.WEIGHT = 5.0
     # Transport variant: entropic regularisation, Sinkhorn iterations and the weight of the
-    # exclusion term (0 disables it); class/mask/dice weights are the ones above.
+    # exclusion term (an extra "no object" push on queries whose mask copies an instance the
+    # plan gives to another query; 2.0 = the class weight, 0 disables it); class/mask/dice
+    # weights are the ones above.
     # The mask terms use MODEL.MASK_FORMER.OVERSAMPLE_RATIO / IMPORTANCE_SAMPLE_RATIO points, as
     # Mask2Former's loss does (the plan itself is computed on uniform points).
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.5
