@@ -25,8 +25,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from train_3d import (  # noqa: E402  (importing train_3d sets the paths)
-    ToolError, add_cpu_threads_arg, allow_mmengine_checkpoints, check_device, ensure_data,
-    load_config, set_cpu_threads)
+    ToolError, add_cpu_threads_arg, check_device, ensure_data, load_config, make_runner)
 
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
@@ -244,17 +243,10 @@ def _jsonable(v):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        cfg = build_cfg(args)
-    except ToolError as exc:
-        print(f'error: {exc}', file=sys.stderr)
+    cfg, runner = make_runner(args, build_cfg)
+    if runner is None:
         return 2
-    set_cpu_threads(args.cpu_threads)
-    allow_mmengine_checkpoints()  # mmengine checkpoints need full unpickling on torch >= 2.6
     from mmengine.dist import is_main_process
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.show_dir:
         runner.register_hook(PredictionDumpHook(args.show_dir, args.score_thr))
     metrics = runner.test() or {}

@@ -319,18 +319,26 @@ def build_cfg(args):
     return cfg
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def make_runner(args, build):
+    """(cfg, mmengine Runner) for parsed ``args``, with ``build(args)`` making the config;
+    (None, None) after printing the error when the config cannot be built.  Shared by
+    train_3d.py and test_3d.py."""
     try:
-        cfg = build_cfg(args)
+        cfg = build(args)
     except ToolError as exc:
         print(f'error: {exc}', file=sys.stderr)
-        return 2
+        return None, None
     set_cpu_threads(args.cpu_threads)
-    allow_mmengine_checkpoints()
+    allow_mmengine_checkpoints()  # mmengine checkpoints need full unpickling on torch >= 2.6
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    return cfg, (Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg))
+
+
+def main(argv=None):
+    cfg, runner = make_runner(parse_args(argv), build_cfg)
+    if runner is None:
+        return 2
     runner.train()
     return 0
 
