@@ -146,7 +146,8 @@ class InfluencerCriterion:
         variant: ``'ot'`` (default) - :class:`influencer_core.OTInfluencerCriterion`: class, BCE,
             dice and no-object losses from one entropic transport plan (``epsilon``,
             ``sinkhorn_iters``, ``mask_weight``, ``dice_weight``, ``exclusion_weight``,
-            ``class_target``: ``'mass'`` or ``'query'``, ``aux_capacity``: see the core class);
+            ``class_target``: ``'mass'`` or ``'query'``, ``aux_capacity``, ``exclusion_overlap``:
+            see the core class);
             mask_loss = ``mask_weight * loss_mask + dice_weight * loss_dice +
             exclusion_weight * loss_exclusion``; the plan's cost uses ``cls`` as class weight.
             ``'reference'`` - :class:`influencer_core.MaskInfluencerLoss` (``attr_weight``,
@@ -170,7 +171,7 @@ class InfluencerCriterion:
                  rep_margin: float = 1.0, temperature: float = 1.0,
                  mask_weight: float = 1.0, dice_weight: float = 1.0, exclusion_weight: float = 0.0,
                  epsilon: float = 0.05, sinkhorn_iters: int = 50, class_target: str = "query",
-                 aux_capacity: float = 1.0,
+                 aux_capacity: float = 1.0, exclusion_overlap: float = 0.5,
                  score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
                  iter_matcher: bool = True, matcher=None, fix_dice_loss_weight=None, fix_mean_loss=None):
         loss_weight = list(loss_weight)
@@ -192,7 +193,7 @@ class InfluencerCriterion:
                 num_classes, class_weight=self.cls_weight, mask_weight=mask_weight, dice_weight=dice_weight,
                 exclusion_weight=exclusion_weight, no_object_weight=non_object_weight,
                 epsilon=epsilon, sinkhorn_iters=sinkhorn_iters, class_target=class_target,
-                aux_capacity=aux_capacity)
+                aux_capacity=aux_capacity, exclusion_overlap=exclusion_overlap)
         else:
             self.core = ReferenceInfluencerCriterion(
                 num_classes, class_weight=self.cls_weight, influencer_weight=self.influencer_scale,
