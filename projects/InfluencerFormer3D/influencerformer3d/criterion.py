@@ -293,10 +293,6 @@ class InfluencerCriterion:
             })
         return results
 
-    def _pair_iou(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """IoU [Q, K] of every query with every instance (``pairwise_mask_iou``: one product)."""
-        return pairwise_mask_iou(logits, targets)
-
     @staticmethod
     def _keep_graph(scores: Sequence[Optional[Tensor]]) -> Tensor:
         """Zero that depends on every score tensor (no unused parameters under DDP)."""
@@ -319,7 +315,7 @@ class InfluencerCriterion:
                 continue
             with torch.no_grad():
                 masks = layer["masks"][i].detach()
-                iou = self._pair_iou(masks, _field(inst, "sp_masks").to(masks.device))
+                iou = pairwise_mask_iou(masks, _field(inst, "sp_masks").to(masks.device))  # [Q, K]
                 pi = plans[i][:, :k]
                 if self.score_iou_thr is not None:
                     pi = pi * (iou > self.score_iou_thr).float()
