@@ -204,40 +204,26 @@ def test_all_scenes_empty_and_scores_none(kw):
     assert all(t.grad is not None for t in pred["cls_preds"])
 
 
-def test_ot_wrapper_is_the_core_loss():
-    """Equal query counts: class/BCE/dice equal influencer_core's OTInfluencerCriterion on the same batch."""
+@pytest.mark.parametrize("class_target,aux_capacity,excl,n_aux", [
+    ("query", 1.0, 0.0, 0), ("query", 1.0, 0.0, 1), ("mass", 2.0, 0.0, 1), ("query", 2.0, 0.7, 1)])
+def test_ot_wrapper_is_the_core_loss(class_target, aux_capacity, excl, n_aux):
+    """Equal query counts: the 3D criterion equals influencer_core's OTInfluencerCriterion on the
+    same batch (class/BCE/dice, and class_target, aux_capacity and the exclusion term as in the
+    core, with and without an auxiliary layer)."""
     ps = (30, 30)
     insts = make_insts((3, 2), ps, seed=5)
     pred = make_layer((7, 7), ps, insts, scores=False, seed=2, good=1)
-    crit = InfluencerCriterion(num_classes=C, loss_weight=[0.5, 1.0], non_object_weight=0.05,
-                               mask_weight=1.0, dice_weight=1.0)
-    total = crit(pred, insts)["inst_loss"]
-    core = OTInfluencerCriterion(C, class_weight=0.5, mask_weight=1.0, dice_weight=1.0, no_object_weight=0.05)
-    ref = core({"pred_logits": torch.stack(pred["cls_preds"]), "pred_masks": torch.stack(pred["masks"])},
-               [{"labels": i.labels_3d, "masks": i.sp_masks} for i in insts])
-    expect = 0.5 * ref["loss_ce"] + ref["loss_mask"] + ref["loss_dice"]
-    assert torch.allclose(total, expect, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("class_target,aux_capacity,excl", [("query", 1.0, 0.0), ("mass", 2.0, 0.0),
-                                                             ("query", 2.0, 0.7)])
-def test_ot_wrapper_options_reach_the_core_loss(class_target, aux_capacity, excl):
-    """class_target, aux_capacity and the exclusion term act in the 3D criterion exactly as in
-    the core (with aux layers)."""
-    ps = (30, 30)
-    insts = make_insts((3, 2), ps, seed=5)
-    pred = make_layer((7, 7), ps, insts, scores=False, seed=2, good=1)
-    pred["aux_outputs"] = [make_layer((7, 7), ps, insts, scores=False, seed=9, good=2)]
+    pred["aux_outputs"] = [make_layer((7, 7), ps, insts, scores=False, seed=9, good=2)][:n_aux]
     kw = dict(mask_weight=1.0, dice_weight=1.0, class_target=class_target, aux_capacity=aux_capacity,
               exclusion_weight=excl, exclusion_overlap=0.2)
     crit = InfluencerCriterion(num_classes=C, loss_weight=[0.5, 1.0], non_object_weight=0.05, **kw)
     total = crit(pred, insts)["inst_loss"]
     core = OTInfluencerCriterion(C, class_weight=0.5, no_object_weight=0.05, **kw)
     stack = lambda layer: {"pred_logits": torch.stack(layer["cls_preds"]), "pred_masks": torch.stack(layer["masks"])}
-    outputs = dict(stack(pred), aux_outputs=[stack(pred["aux_outputs"][0])])
+    outputs = dict(stack(pred), aux_outputs=[stack(a) for a in pred["aux_outputs"]])
     ref = core(outputs, [{"labels": i.labels_3d, "masks": i.sp_masks} for i in insts])
     expect = sum(0.5 * ref[f"loss_ce{s}"] + ref[f"loss_mask{s}"] + ref[f"loss_dice{s}"]
-                 + excl * ref[f"loss_exclusion{s}"] for s in ("", "_0"))
+                 + excl * ref[f"loss_exclusion{s}"] for s in ("", "_0")[: 1 + n_aux])
     if excl:
         assert ref["loss_exclusion"] > 0  # the term is really exercised
     assert torch.allclose(total, expect, rtol=1e-5, atol=1e-6)
