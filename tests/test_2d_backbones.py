@@ -369,6 +369,22 @@ def test_tiny_swin_forward_shapes_and_gradients():
         torch.testing.assert_close(p.grad, reference[n].grad, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tiny_swin_under_autocast(dtype):
+    """Mixed precision (AMP) keeps the shifted-window attention and its -100 mask finite and
+    close to float32 (CPU autocast here)."""
+    model = build_backbone(_swin_cfg(**SWIN_TINY)).eval()
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=dtype):
+            low = model(x)
+    for name in ALL_FEATURES:
+        assert torch.isfinite(low[name]).all(), name
+        err = (low[name].float() - full[name]).norm() / full[name].norm()
+        assert err < 0.05, (name, float(err))
+
+
 def test_tiny_swin_out_features_ape_and_drop_path():
     # subset of outputs, absolute position embedding (interpolated to a non-square map)
     cfg = _swin_cfg(**{**SWIN_TINY, "APE": True, "OUT_FEATURES": ["res3", "res5"]})

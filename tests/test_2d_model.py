@@ -98,6 +98,32 @@ def test_full_model_forward_backward_each_criterion(synthetic_root, criterion):
     assert all(p.grad is not None for p in head)
 
 
+@pytest.mark.parametrize("criterion", ["hungarian", "influencer_ot"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_full_model_under_autocast(synthetic_root, criterion, dtype):
+    """Mixed precision (CUDA's AMP trains in float16 autocast) through the whole model and
+    criterion, here with CPU autocast: float32 losses near the float32 run, finite gradients,
+    and inference that runs under it."""
+    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.CRITERION", criterion, "DATASETS.TRAIN",
+                   ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256)
+    batch = _batch("t2d_train_panoptic")
+    model = build_model(cfg).train()
+    torch.manual_seed(1)
+    full = sum(model(batch).values())
+    torch.manual_seed(1)  # the same sampled points
+    with torch.autocast("cpu", dtype=dtype):
+        losses = model(batch)
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total.item() == pytest.approx(full.item(), rel=0.02)
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        out = model([{"image": batch[0]["image"], "height": 64, "width": 64}])[0]
+    assert out["panoptic_seg"][0].shape == (64, 64) and torch.isfinite(out["instances"].scores).all()
+
+
 def _run_trainer(cfg, resume=False):
     from train_net import Trainer
 
@@ -146,6 +172,11 @@ def test_epsilon_annealing_hook_sets_and_logs_epsilon(tmp_path, synthetic_root):
     logged = [v for v, _ in trainer.storage.history("criterion/epsilon").values()]
     assert logged == pytest.approx([0.4, 0.2, 0.1, 0.05])  # 0.4 * (1/16) ** (i / 4)
     assert trainer.model.criterion.epsilon == pytest.approx(0.05)
+    # the criterion's statistics and time, kept on the device in the step, are logged after it
+    mass = [v for v, _ in trainer.storage.history("criterion/ot_assigned_mass").values()]
+    assert len(mass) == 4 and all(0 < m <= 1.0 + 1e-5 for m in mass)
+    assert all(t > 0 for t, _ in trainer.storage.history("time/criterion_forward").values())
+    assert trainer.model.pending_scalars == {}
     # a criterion without epsilon ignores the schedule (like the other INFLUENCER keys) ...
     hung = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
                       "MODEL.MASK_FORMER.CRITERION", "hungarian",
@@ -217,3 +248,90 @@ def test_perfect_prediction_scores_pq_100_and_ap_100(tmp_path, synthetic_root):
     res = inference_on_dataset(perfect, build_detection_test_loader(cfg, name), evaluator)
     assert res["panoptic_seg"]["PQ"] == pytest.approx(100.0)
     assert res["segm"]["AP"] == pytest.approx(100.0)
+
+
+# ------------------------------------------------------------------------------------------
+# GPU (run on a CUDA machine; skipped where there is none)
+# ------------------------------------------------------------------------------------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _count_fused_calls(monkeypatch):
+    import importlib
+
+    msda = importlib.import_module("influencerformer2d.modeling.pixel_decoder.ms_deform_attn")
+
+    calls = []
+    fused = msda._MSDeformAttnTriton.apply
+    monkeypatch.setattr(msda._MSDeformAttnTriton, "apply", lambda *a: calls.append(1) or fused(*a))
+    return calls, msda.triton_available()
+
+
+@cuda
+@pytest.mark.parametrize("criterion", ["hungarian", "influencer_ot"])
+def test_cuda_amp_training_and_evaluation(tmp_path, synthetic_root, criterion, monkeypatch):
+    """The GPU path end to end: AMPTrainer (float16 autocast, gradient scaler), the fused
+    deformable attention inside the model, then COCO panoptic / instance evaluation."""
+    from detectron2.engine import AMPTrainer
+    from train_net import Trainer
+
+    calls, fused = _count_fused_calls(monkeypatch)
+    cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 20, "SOLVER.BASE_LR", 0.001,
+                     "SOLVER.AMP.ENABLED", True, "TEST.EVAL_PERIOD", 0, "MODEL.MASK_FORMER.CRITERION", criterion)
+    cfg.MODEL.DEVICE = "cuda"
+    trainer = _run_trainer(cfg)
+    assert isinstance(trainer._trainer, AMPTrainer)
+    trainer.train()
+    history = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(history) == 20 and all(np.isfinite(history))
+    assert np.mean(history[-5:]) < 0.9 * np.mean(history[:5])
+    assert trainer._trainer.grad_scaler.get_scale() > 0
+    assert (len(calls) > 0) == fused  # 6 encoder layers per forward when Triton is there
+    res = Trainer.test(cfg, trainer.model)
+    assert 0.0 <= res["panoptic_seg"]["PQ"] <= 100.0 and np.isfinite(res["segm"]["AP"])
+
+
+@cuda
+def test_cuda_training_step_never_syncs_with_the_host(synthetic_root):
+    """influencer_ot's whole training step (model, criterion, statistics, backward) queues GPU
+    work without waiting for it (CUDA sync debug mode turns a synchronisation into an error)."""
+    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.CRITERION", "influencer_ot", "DATASETS.TRAIN",
+                   ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256)
+    cfg.MODEL.DEVICE = "cuda"
+    model = build_model(cfg).train()
+    batch = [dict(x, image=x["image"].cuda(), instances=x["instances"].to("cuda")) for x in _batch("t2d_train_panoptic")]
+    sum(model(batch).values()).backward()  # warm-up: lazy initialisation may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        total = sum(model(batch).values())
+        total.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(total)
+    scalars = model.pop_scalars()  # read after the step
+    assert scalars["time/criterion_forward"] > 0 and 0 < scalars["criterion/ot_assigned_mass"] <= 1 + 1e-5
+
+
+@cuda
+def test_cuda_model_matches_cpu(synthetic_root, monkeypatch, no_tf32):
+    """Same weights and images: the CUDA model (fused deformable attention, TF32 off) computes the
+    CPU model's predictions."""
+    import copy
+
+    calls, fused = _count_fused_calls(monkeypatch)
+    cfg = load_cfg("synthetic.yaml", "DATASETS.TRAIN", ("t2d_train_panoptic",))
+    cpu = build_model(cfg).eval()
+    gpu = copy.deepcopy(cpu).cuda()
+    batch = _batch("t2d_train_panoptic")
+    outs = {}
+    for name, model in (("cpu", cpu), ("cuda", gpu)):
+        captured = {}
+        handle = model.sem_seg_head.register_forward_hook(lambda mod, inp, out: captured.update(out))
+        with torch.no_grad():
+            model([{"image": x["image"], "height": 64, "width": 64} for x in batch])
+        handle.remove()
+        outs[name] = captured
+    assert (len(calls) > 0) == fused
+    for key in ("pred_logits", "pred_masks"):
+        torch.testing.assert_close(outs["cuda"][key].cpu(), outs["cpu"][key], atol=1e-3, rtol=1e-3, msg=key)

@@ -43,7 +43,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from influencerformer2d import add_influencerformer_config  # noqa: E402
 from influencerformer2d.evaluation import DuplicateRateEvaluator  # noqa: E402
-from influencerformer2d.hooks import EpsilonAnnealingHook, epsilon_schedule_from_cfg  # noqa: E402
+from influencerformer2d.hooks import EpsilonAnnealingHook, ModelScalarsHook, epsilon_schedule_from_cfg  # noqa: E402
 from influencerformer2d.data.dataset_mappers import (  # noqa: E402
     COCOInstanceLSJDatasetMapper,
     COCOPanopticLSJDatasetMapper,
@@ -86,6 +86,7 @@ class Trainer(DefaultTrainer):
         # EPSILON_* are influencer_ot's knobs; other criteria ignore them like the other INFLUENCER keys
         if schedule is not None and hasattr(getattr(model, "criterion", None), "epsilon"):
             hooks.insert(-1, EpsilonAnnealingHook(schedule))  # before the writer: this step's value is logged
+        hooks.insert(-1, ModelScalarsHook())  # criterion statistics, read after the step
         return hooks
 
     @classmethod

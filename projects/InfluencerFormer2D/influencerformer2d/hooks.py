@@ -4,7 +4,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from influencer_core.schedules import EpsilonSchedule
 
-__all__ = ["EpsilonAnnealingHook", "epsilon_schedule_from_cfg"]
+__all__ = ["EpsilonAnnealingHook", "ModelScalarsHook", "epsilon_schedule_from_cfg"]
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def epsilon_schedule_from_cfg(cfg):
@@ -27,10 +31,7 @@ class EpsilonAnnealingHook(HookBase):
         self.schedule = schedule
 
     def _criterion(self):
-        model = self.trainer.model
-        if isinstance(model, DistributedDataParallel):
-            model = model.module
-        criterion = getattr(model, "criterion", None)
+        criterion = getattr(_unwrap(self.trainer.model), "criterion", None)
         if criterion is None or not hasattr(criterion, "epsilon"):
             raise ValueError(
                 f"MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE={self.schedule.kind!r} needs a criterion with an "
@@ -44,3 +45,14 @@ class EpsilonAnnealingHook(HookBase):
         eps = self.schedule(self.trainer.iter)
         self._criterion().epsilon = eps
         self.trainer.storage.put_scalar("criterion/epsilon", eps, smoothing_hint=False)
+
+
+class ModelScalarsHook(HookBase):
+    """After every step, logs the model's ``pop_scalars()`` (criterion statistics and time),
+    which the forward keeps on the device so that the step has no host synchronisation."""
+
+    def after_step(self):
+        pop = getattr(_unwrap(self.trainer.model), "pop_scalars", None)
+        if pop is not None:
+            for name, value in pop().items():
+                self.trainer.storage.put_scalar(name, value)

@@ -17,7 +17,6 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_se
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
-from detectron2.utils.events import get_event_storage
 from detectron2.utils.memory import retry_if_cuda_oom
 
 from influencer_core import CRITERIA, build_criterion
@@ -25,12 +24,30 @@ from influencer_core import CRITERIA, build_criterion
 __all__ = ["InfluencerFormer", "build_criterion_from_cfg"]
 
 
-def _put_scalar(name: str, value: float) -> None:
-    """Log to detectron2's EventStorage when one is active (inside a trainer)."""
-    try:
-        get_event_storage().put_scalar(name, value)
-    except AssertionError:
-        pass
+class _Stopwatch:
+    """Wall time of a span of device work, read later: CUDA events on a GPU (no host sync
+    when stopped), ``perf_counter`` on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.events = None
+        if device.type == "cuda":
+            self.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self.events[0].record()
+        self.start = time.perf_counter()
+        self.seconds = None
+
+    def stop(self) -> "_Stopwatch":
+        if self.events is None:
+            self.seconds = time.perf_counter() - self.start
+        else:
+            self.events[1].record()
+        return self
+
+    def __float__(self) -> float:
+        if self.seconds is None:
+            self.events[1].synchronize()
+            self.seconds = self.events[0].elapsed_time(self.events[1]) / 1000.0
+        return self.seconds
 
 
 def build_criterion_from_cfg(cfg, num_classes: int):
@@ -89,6 +106,7 @@ class InfluencerFormer(nn.Module):
         self.instance_on = instance_on
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
+        self.pending_scalars: Dict[str, object] = {}
         if not semantic_on and not sem_seg_postprocess_before_inference:
             raise ValueError("SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE must be on unless SEMANTIC_ON")
 
@@ -124,6 +142,15 @@ class InfluencerFormer(nn.Module):
     def device(self):
         return self.pixel_mean.device
 
+    def pop_scalars(self) -> Dict[str, float]:
+        """The statistics of the training forwards since the last call (criterion entries that
+        are not losses, ``time/criterion_forward``) as floats. They are kept as device tensors /
+        CUDA events until then, so the step itself never waits for the GPU: call it after the
+        step (``ModelScalarsHook`` does)."""
+        out = {k: float(v) for k, v in self.pending_scalars.items()}
+        self.pending_scalars.clear()
+        return out
+
     def forward(self, batched_inputs: List[Dict]):
         """Training: dict of weighted losses. Inference: list of per-image result dicts."""
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
@@ -133,18 +160,18 @@ class InfluencerFormer(nn.Module):
             if "instances" not in batched_inputs[0]:
                 raise ValueError("training needs 'instances' in every input: use a mapper that produces them")
             targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
-            start = time.perf_counter()
-            losses = self.weighted_losses(self.criterion(outputs, targets))
-            _put_scalar("time/criterion_forward", time.perf_counter() - start)
-            return losses
+            watch = _Stopwatch(self.device)
+            losses = self.criterion(outputs, targets)
+            self.pending_scalars["time/criterion_forward"] = watch.stop()
+            return self.weighted_losses(losses)
         return self.inference(outputs, batched_inputs, images)
 
     def weighted_losses(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Weights every ``loss_*`` term; other entries are logged as scalars, not summed."""
+        """Weights every ``loss_*`` term; other entries go to ``pending_scalars``, not summed."""
         out = {}
         for key, value in losses.items():
             if not key.startswith("loss_"):
-                _put_scalar(f"criterion/{key}", float(value))
+                self.pending_scalars[f"criterion/{key}"] = value.detach() if torch.is_tensor(value) else value
                 continue
             if key not in self.weight_dict:
                 raise KeyError(f"loss '{key}' has no weight in weight_dict {sorted(self.weight_dict)}: "

@@ -18,6 +18,7 @@ else ``"pytorch"``.  The PyTorch path computes in the inputs' dtype, the Triton 
 initialisation.
 """
 import math
+import os
 import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -88,6 +89,11 @@ try:  # pragma: no cover - exercised on CUDA machines only
     _HAVE_TRITON = True
 except Exception:  # noqa: BLE001 - any import failure means "no Triton"
     _HAVE_TRITON = False
+
+
+# Triton's interpreter (TRITON_INTERPRET=1) runs the same kernels on CPU tensors, in NumPy:
+# slow, for tests only; "auto" never picks it.
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def triton_available() -> bool:
@@ -298,8 +304,8 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Shapes, level_start_index: Opt
     if impl == "pytorch":
         return ms_deform_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
     if impl == "triton":
-        if not (_HAVE_TRITON and value.is_cuda):
-            raise RuntimeError("impl='triton' needs Triton and CUDA tensors")
+        if not (_HAVE_TRITON and (value.is_cuda or _INTERPRETED)):
+            raise RuntimeError("impl='triton' needs Triton and CUDA tensors (or TRITON_INTERPRET=1)")
         _check_shapes(value, sampling_locations, attention_weights)
         shapes, starts = _as_index_tensor(spatial_shapes, level_start_index, value.device)
         return _MSDeformAttnTriton.apply(value, shapes, starts, sampling_locations, attention_weights)
