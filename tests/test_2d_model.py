@@ -203,6 +203,31 @@ def test_resume_restores_identical_state(tmp_path, synthetic_root):
     assert a.scheduler.state_dict()["last_epoch"] == b.scheduler.state_dict()["last_epoch"]
 
 
+def test_train_net_main_trains_then_evaluates_with_eval_only(tmp_path, synthetic_root, monkeypatch):
+    """`tools/train_net.py` as a user runs it: train, then `--eval-only MODEL.WEIGHTS` on the result."""
+    import train_net
+    from detectron2.engine import default_argument_parser
+
+    opts = ["DATASETS.TRAIN", "('t2d_train_panoptic',)", "DATASETS.TEST", "('t2d_val_panoptic',)",
+            "INPUT.IMAGE_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+            "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0",
+            "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256", "OUTPUT_DIR", str(tmp_path), "SEED", "3"]
+    config = ["--config-file", os.path.join(CONFIGS, "synthetic.yaml")]
+    train_net.main(default_argument_parser().parse_args(config + opts))
+    weights = tmp_path / "model_final.pth"
+    assert weights.exists() and (tmp_path / "config.yaml").exists()
+    evaluated = []
+    test = train_net.Trainer.test
+    monkeypatch.setattr(train_net.Trainer, "test",
+                        classmethod(lambda cls, cfg, model: evaluated.append(model.state_dict()) or test(cfg, model)))
+    res = train_net.main(default_argument_parser().parse_args(
+        config + ["--eval-only"] + opts + ["MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(tmp_path / "eval")]))
+    assert {"panoptic_seg", "segm", "sem_seg", "duplicates"} <= set(res)
+    assert 0.0 <= res["panoptic_seg"]["PQ"] <= 100.0 and 0.0 <= res["sem_seg"]["mIoU"] <= 100.0
+    trained = torch.load(weights, map_location="cpu", weights_only=False)["model"]
+    assert len(evaluated) == 1 and all(torch.equal(evaluated[0][k], v) for k, v in trained.items())
+
+
 class _PerfectModel(torch.nn.Module):
     """Turns each image's ground truth into perfect logits and runs the model's own inference."""
 
