@@ -23,3 +23,16 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture
+def fused_msda_calls(monkeypatch):
+    """Counts the fused (Triton) deformable-attention calls during the test: a list that grows
+    by one per call."""
+    import importlib
+
+    msda = importlib.import_module("influencerformer2d.modeling.pixel_decoder.ms_deform_attn")
+    calls = []
+    fused = msda._MSDeformAttnTriton.apply
+    monkeypatch.setattr(msda._MSDeformAttnTriton, "apply", lambda *a: calls.append(1) or fused(*a))
+    return calls

@@ -29,21 +29,8 @@ for p in (PROJECT, os.path.dirname(os.path.abspath(__file__))):
 
 pytest.importorskip("detectron2")
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.modeling import build_backbone, build_model  # noqa: E402
-from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
-
-from influencerformer2d import add_influencerformer_config  # noqa: E402
-from tests.upstream_weights import deterministic_state_dict  # noqa: E402
-
-
-def _r50_model(*opts):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_influencerformer_config(cfg)
-    cfg.merge_from_file(os.path.join(PROJECT, "configs", "coco.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
-    return build_model(cfg).eval()
+from detectron2.modeling import build_backbone  # noqa: E402
+from tests.upstream_weights import build_our_r50_panoptic, capture_outputs, deterministic_state_dict  # noqa: E402,E501
 
 
 def _save_pkl(path, model, **extra):
@@ -58,7 +45,7 @@ def r50_weights():
 
 
 def test_imagenet_r50_pkl_loads_into_the_backbone(tmp_path, r50_weights):
-    model = _r50_model()
+    model = build_our_r50_panoptic()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     backbone = {k[len("backbone."):]: v for k, v in r50_weights.items() if k.startswith("backbone.")}
     assert len(backbone) > 250
@@ -101,7 +88,7 @@ def test_imagenet_swin_pkl_loads_into_the_backbone(tmp_path):
 @pytest.mark.parametrize("fmt", ["pkl", "pth"])
 def test_trained_mask2former_checkpoint_reproduces_its_outputs(tmp_path, r50_weights, fmt):
     ref = torch.load(FIXTURE, map_location="cpu", weights_only=True)
-    model = _r50_model(*ref["opts"])
+    model = build_our_r50_panoptic(*ref["opts"])
     if fmt == "pth":
         path = str(tmp_path / "model_final.pth")
         torch.save({"model": r50_weights, "iteration": 368749}, path)
@@ -111,10 +98,6 @@ def test_trained_mask2former_checkpoint_reproduces_its_outputs(tmp_path, r50_wei
     DetectionCheckpointer(model).load(path)
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in r50_weights.items())
-    captured = {}
-    model.sem_seg_head.register_forward_hook(lambda mod, inp, out: captured.update(out))
-    image = ref["image"]
-    with torch.no_grad():
-        model([{"image": image, "height": image.shape[1], "width": image.shape[2]}])
+    raw = capture_outputs(model, ref["image"])[0]
     for key in ("pred_logits", "pred_masks"):
-        torch.testing.assert_close(captured[key][0], ref["raw"][key], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(raw[key], ref["raw"][key], atol=1e-4, rtol=1e-4)

@@ -411,22 +411,28 @@ print("ok")
 """
 
 
-@pytest.mark.full_stack
-def test_ms_deform_attn_triton_kernels_interpreted():
-    """The fused kernels' arithmetic, on CPU through Triton's interpreter (TRITON_INTERPRET=1)."""
+def _run_interpreted(script, *args, timeout=300):
+    """Runs ``script`` in a fresh Python with TRITON_INTERPRET=1 (read at import) and checks that
+    it succeeds and prints "ok"; skips where this Triton cannot interpret the kernels."""
     pytest.importorskip("triton")
-    import importlib
     import subprocess
 
-    module = importlib.import_module("influencerformer2d.modeling.pixel_decoder.ms_deform_attn")
-
     env = dict(os.environ, TRITON_INTERPRET="1")
-    result = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT, module.__file__], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
+                            timeout=timeout)
     if result.returncode != 0 and "interpret" in result.stderr.lower() and "not supported" in result.stderr.lower():
         pytest.skip("this Triton has no interpreter for these kernels")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.full_stack
+def test_ms_deform_attn_triton_kernels_interpreted():
+    """The fused kernels' arithmetic, on CPU through Triton's interpreter (TRITON_INTERPRET=1)."""
+    import importlib
+
+    module = importlib.import_module("influencerformer2d.modeling.pixel_decoder.ms_deform_attn")
+    _run_interpreted(_INTERPRETER_SCRIPT, module.__file__)
 
 
 _PIXEL_DECODER_SCRIPT = r"""
@@ -477,14 +483,4 @@ print("ok")
 def test_pixel_decoder_with_triton_kernels_matches_pytorch_interpreted():
     """The whole deformable encoder + FPN with the fused kernels (as on CUDA) equals the PyTorch
     path, outputs and every gradient, on CPU through Triton's interpreter."""
-    pytest.importorskip("triton")
-    import subprocess
-
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    script_args = [os.path.dirname(os.path.abspath(__file__)), PROJECT_2D]
-    result = subprocess.run([sys.executable, "-c", _PIXEL_DECODER_SCRIPT, *script_args], env=env,
-                            capture_output=True, text=True, timeout=400)
-    if result.returncode != 0 and "interpret" in result.stderr.lower() and "not supported" in result.stderr.lower():
-        pytest.skip("this Triton has no interpreter for these kernels")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    _run_interpreted(_PIXEL_DECODER_SCRIPT, os.path.dirname(os.path.abspath(__file__)), PROJECT_2D, timeout=400)

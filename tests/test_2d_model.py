@@ -29,6 +29,7 @@ import influencerformer2d  # noqa: E402,F401
 from influencerformer2d import add_influencerformer_config  # noqa: E402
 from influencerformer2d.data.datasets import register_synthetic_coco  # noqa: E402
 from influencerformer2d.hooks import EpsilonAnnealingHook  # noqa: E402
+from influencerformer2d.modeling.pixel_decoder import triton_available  # noqa: E402
 from influencer_core.schedules import EpsilonSchedule  # noqa: E402
 
 
@@ -281,26 +282,14 @@ def test_perfect_prediction_scores_pq_100_and_ap_100(tmp_path, synthetic_root):
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def _count_fused_calls(monkeypatch):
-    import importlib
-
-    msda = importlib.import_module("influencerformer2d.modeling.pixel_decoder.ms_deform_attn")
-
-    calls = []
-    fused = msda._MSDeformAttnTriton.apply
-    monkeypatch.setattr(msda._MSDeformAttnTriton, "apply", lambda *a: calls.append(1) or fused(*a))
-    return calls, msda.triton_available()
-
-
 @cuda
 @pytest.mark.parametrize("criterion", ["hungarian", "influencer_ot"])
-def test_cuda_amp_training_and_evaluation(tmp_path, synthetic_root, criterion, monkeypatch):
+def test_cuda_amp_training_and_evaluation(tmp_path, synthetic_root, criterion, fused_msda_calls):
     """The GPU path end to end: AMPTrainer (float16 autocast, gradient scaler), the fused
     deformable attention inside the model, then COCO panoptic / instance evaluation."""
     from detectron2.engine import AMPTrainer
     from train_net import Trainer
 
-    calls, fused = _count_fused_calls(monkeypatch)
     cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 20, "SOLVER.BASE_LR", 0.001,
                      "SOLVER.AMP.ENABLED", True, "TEST.EVAL_PERIOD", 0, "MODEL.MASK_FORMER.CRITERION", criterion)
     cfg.MODEL.DEVICE = "cuda"
@@ -311,7 +300,7 @@ def test_cuda_amp_training_and_evaluation(tmp_path, synthetic_root, criterion, m
     assert len(history) == 20 and all(np.isfinite(history))
     assert np.mean(history[-5:]) < 0.9 * np.mean(history[:5])
     assert trainer._trainer.grad_scaler.get_scale() > 0
-    assert (len(calls) > 0) == fused  # 6 encoder layers per forward when Triton is there
+    assert (len(fused_msda_calls) > 0) == triton_available()  # 6 encoder layers per forward
     res = Trainer.test(cfg, trainer.model)
     assert 0.0 <= res["panoptic_seg"]["PQ"] <= 100.0 and np.isfinite(res["segm"]["AP"])
 
@@ -339,12 +328,11 @@ def test_cuda_training_step_never_syncs_with_the_host(synthetic_root):
 
 
 @cuda
-def test_cuda_model_matches_cpu(synthetic_root, monkeypatch, no_tf32):
+def test_cuda_model_matches_cpu(synthetic_root, fused_msda_calls, no_tf32):
     """Same weights and images: the CUDA model (fused deformable attention, TF32 off) computes the
     CPU model's predictions."""
     import copy
 
-    calls, fused = _count_fused_calls(monkeypatch)
     cfg = load_cfg("synthetic.yaml", "DATASETS.TRAIN", ("t2d_train_panoptic",))
     cpu = build_model(cfg).eval()
     gpu = copy.deepcopy(cpu).cuda()
@@ -357,6 +345,6 @@ def test_cuda_model_matches_cpu(synthetic_root, monkeypatch, no_tf32):
             model([{"image": x["image"], "height": 64, "width": 64} for x in batch])
         handle.remove()
         outs[name] = captured
-    assert (len(calls) > 0) == fused
+    assert (len(fused_msda_calls) > 0) == triton_available()
     for key in ("pred_logits", "pred_masks"):
         torch.testing.assert_close(outs["cuda"][key].cpu(), outs["cpu"][key], atol=1e-3, rtol=1e-3, msg=key)

@@ -22,12 +22,7 @@ if PROJECT not in sys.path:
     sys.path.insert(0, PROJECT)
 
 pytest.importorskip("detectron2")
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
-
-from influencerformer2d import add_influencerformer_config  # noqa: E402
-from tests.upstream_weights import deterministic_state_dict  # noqa: E402
+from tests.upstream_weights import build_our_r50_panoptic, capture_outputs, deterministic_state_dict  # noqa: E402,E501
 
 ATOL = RTOL = 1e-4
 
@@ -44,26 +39,11 @@ def ours(ref):
 
 def _run_ours(ref, device):
     """Our model's raw head outputs and inference result on the fixture's image."""
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_influencerformer_config(cfg)
-    cfg.merge_from_file(os.path.join(PROJECT, "configs", "coco-hungarian.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.WEIGHTS", ""] + list(ref["opts"]))
-    model = build_model(cfg).eval()
+    model = build_our_r50_panoptic(*ref["opts"], device=device)
     with open(KEYS) as f:
         model.load_state_dict(deterministic_state_dict(json.load(f)), strict=True)
-    captured = {}
-    model.sem_seg_head.register_forward_hook(lambda mod, inp, out: captured.update(out))
-    image = ref["image"]
-    with torch.no_grad():
-        result = model([{"image": image, "height": image.shape[1], "width": image.shape[2]}])[0]
-    aux = captured["aux_outputs"]
-    raw = {"pred_logits": captured["pred_logits"][0], "pred_masks": captured["pred_masks"][0]}
-    for i in (0, len(aux) - 1):
-        raw[f"aux{i}_pred_logits"] = aux[i]["pred_logits"][0]
-        raw[f"aux{i}_pred_masks"] = aux[i]["pred_masks"][0]
-    raw = {k: v.cpu() for k, v in raw.items()}
-    return {"raw": raw, "num_aux": len(aux), "result": result,
+    raw, num_aux, result = capture_outputs(model, ref["image"])
+    return {"raw": raw, "num_aux": num_aux, "result": result,
             "thing_ids": sorted(model.metadata.thing_dataset_id_to_contiguous_id.values())}
 
 
@@ -125,18 +105,13 @@ def test_instances_match_mask2former(ours, ref):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_outputs_match_mask2former(ref, monkeypatch, no_tf32):
+def test_cuda_outputs_match_mask2former(ref, fused_msda_calls, no_tf32):
     """The same comparison on a GPU, where the pixel decoder runs the fused Triton kernels
     (TF32 off: it rounds matrix products to 10 mantissa bits)."""
-    import importlib
+    from influencerformer2d.modeling.pixel_decoder import triton_available
 
-    msda = importlib.import_module("influencerformer2d.modeling.pixel_decoder.ms_deform_attn")
-
-    calls = []
-    fused = msda._MSDeformAttnTriton.apply
-    monkeypatch.setattr(msda._MSDeformAttnTriton, "apply", lambda *a: calls.append(1) or fused(*a))
     got = _run_ours(ref, "cuda")
-    assert len(calls) == (6 if msda.triton_available() else 0)
+    assert len(fused_msda_calls) == (6 if triton_available() else 0)
     for name, want in ref["raw"].items():
         torch.testing.assert_close(got["raw"][name], want, atol=1e-3, rtol=1e-3, msg=name)
     pan, segments = got["result"]["panoptic_seg"]

@@ -10,22 +10,14 @@ import torch.multiprocessing as mp
 
 from influencer_core import build_criterion
 from influencer_core import criterion as criterion_module
+from tests.test_criterion import C, point_batch
 
-C = 5
 # masks per worker: the mean over the two workers is 2
 MASKS = {0: (3, 1), 1: (0, 0)}
 
 
 def _batch(rank):
-    g = torch.Generator().manual_seed(10 + rank)
-    logits = torch.randn(2, 6, C + 1, generator=g)
-    masks = torch.randn(2, 6, 40, generator=g) * 3
-    targets = []
-    for k in MASKS[rank]:
-        owner = torch.randint(-1, max(k, 1), (40,), generator=g)
-        targets.append({"labels": torch.randint(0, C, (k,), generator=g),
-                        "masks": (owner[None] == torch.arange(k)[:, None]).float()})
-    return {"pred_logits": logits, "pred_masks": masks}, targets
+    return point_batch(ks=MASKS[rank], grad=False)
 
 
 def _worker(rank, port, queue):

@@ -1,8 +1,10 @@
-"""Deterministic, well-scaled weights for a Mask2Former-layout state_dict.
+"""Deterministic, well-scaled weights for a Mask2Former-layout state_dict, and the helpers that
+run a model on them.
 
 Used to compare our model with upstream Mask2Former on identical parameters: both sides
 fill the same key list (tests/data/checkpoint_keys/*.json) with this function.
 """
+import os
 import zlib
 from typing import Dict, List
 
@@ -48,3 +50,42 @@ def deterministic_state_dict(key_shapes: Dict[str, List[int]]) -> Dict[str, torc
             value = 1.0 + 0.1 * noise
         out[key] = value
     return out
+
+
+def capture_outputs(model, image: torch.Tensor):
+    """Runs a Mask2Former-style model (eval) on one ``[3, H, W]`` image.
+
+    Returns ``(raw, num_aux, result)``: the head's ``pred_logits`` ``[Q, C+1]`` and
+    ``pred_masks`` ``[Q, h, w]`` of the final layer (``pred_*``) and of the first and last
+    auxiliary layers (``aux{i}_pred_*``), on CPU; the number of auxiliary layers; the image's
+    inference result dict.
+    """
+    captured = {}
+    handle = model.sem_seg_head.register_forward_hook(lambda mod, inp, out: captured.update(out))
+    try:
+        with torch.no_grad():
+            result = model([{"image": image, "height": image.shape[1], "width": image.shape[2]}])[0]
+    finally:
+        handle.remove()
+    aux = captured["aux_outputs"]
+    layers = {"": captured, "aux0_": aux[0], f"aux{len(aux) - 1}_": aux[-1]}
+    raw = {prefix + key: layer[key][0].cpu() for prefix, layer in layers.items()
+           for key in ("pred_logits", "pred_masks")}
+    return raw, len(aux), result
+
+
+def build_our_r50_panoptic(*opts, device: str = "cpu"):
+    """Our R50 COCO panoptic model (``configs/coco.yaml``), eval mode, no weights loaded."""
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    from influencerformer2d import add_influencerformer_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_influencerformer_config(cfg)
+    cfg.merge_from_file(os.path.join(root, "projects", "InfluencerFormer2D", "configs", "coco.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", *opts])
+    return build_model(cfg).eval()

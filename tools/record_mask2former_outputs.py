@@ -101,7 +101,7 @@ def main():
     from detectron2.projects.deeplab import add_deeplab_config
 
     import mask2former
-    from tests.upstream_weights import deterministic_state_dict
+    from tests.upstream_weights import capture_outputs, deterministic_state_dict
 
     count_fallback()
     cfg = get_cfg()
@@ -126,18 +126,10 @@ def main():
 
     gen = torch.Generator().manual_seed(args.seed)
     image = torch.randint(0, 256, (3, args.height, args.width), generator=gen).float()
-    captured = {}
-    model.sem_seg_head.register_forward_hook(lambda mod, inp, out: captured.update(out))
-    with torch.no_grad():
-        result = model([{"image": image, "height": args.height, "width": args.width}])[0]
+    raw, num_aux, result = capture_outputs(model, image)
     if COUNTS["pytorch_fallback"] == 0 or COUNTS["pytorch_fallback"] != COUNTS["compiled_attempts"]:
         sys.exit(f"deformable attention did not take the pure-PyTorch fallback: {COUNTS}")
 
-    aux = captured["aux_outputs"]
-    raw = {"pred_logits": captured["pred_logits"][0], "pred_masks": captured["pred_masks"][0]}
-    for i in (0, len(aux) - 1):
-        raw[f"aux{i}_pred_logits"] = aux[i]["pred_logits"][0]
-        raw[f"aux{i}_pred_masks"] = aux[i]["pred_masks"][0]
     pan, segments = result["panoptic_seg"]
     inst = result["instances"]
     sem_max, sem_arg = result["sem_seg"].max(0)
@@ -147,7 +139,7 @@ def main():
         "opts": list(args.opts),
         "seed": args.seed,
         "image": image,
-        "num_aux": len(aux),
+        "num_aux": num_aux,
         "raw": {k: v.clone() for k, v in raw.items()},
         "thing_ids": sorted(model.metadata.thing_dataset_id_to_contiguous_id.values()),
         "panoptic_seg": pan.to(torch.int16),

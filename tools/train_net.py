@@ -18,7 +18,6 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Set
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for path in (ROOT, os.path.join(ROOT, "projects", "InfluencerFormer2D")):
@@ -43,7 +42,12 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from influencerformer2d import add_influencerformer_config  # noqa: E402
 from influencerformer2d.evaluation import DuplicateRateEvaluator  # noqa: E402
-from influencerformer2d.hooks import EpsilonAnnealingHook, ModelScalarsHook, epsilon_schedule_from_cfg  # noqa: E402
+from influencerformer2d.hooks import (  # noqa: E402
+    EpsilonAnnealingHook,
+    ModelScalarsHook,
+    epsilon_schedule_from_cfg,
+    unwrap_model,
+)
 from influencerformer2d.data.dataset_mappers import (  # noqa: E402
     COCOInstanceLSJDatasetMapper,
     COCOPanopticLSJDatasetMapper,
@@ -82,7 +86,7 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         hooks = super().build_hooks()
         schedule = epsilon_schedule_from_cfg(self.cfg)
-        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        model = unwrap_model(self.model)
         # EPSILON_* are influencer_ot's knobs; other criteria ignore them like the other INFLUENCER keys
         if schedule is not None and hasattr(getattr(model, "criterion", None), "epsilon"):
             hooks.insert(-1, EpsilonAnnealingHook(schedule))  # before the writer: this step's value is logged

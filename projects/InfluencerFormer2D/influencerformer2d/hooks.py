@@ -4,10 +4,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from influencer_core.schedules import EpsilonSchedule
 
-__all__ = ["EpsilonAnnealingHook", "ModelScalarsHook", "epsilon_schedule_from_cfg"]
+__all__ = ["EpsilonAnnealingHook", "ModelScalarsHook", "epsilon_schedule_from_cfg", "unwrap_model"]
 
 
-def _unwrap(model):
+def unwrap_model(model):
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -31,7 +32,7 @@ class EpsilonAnnealingHook(HookBase):
         self.schedule = schedule
 
     def _criterion(self):
-        criterion = getattr(_unwrap(self.trainer.model), "criterion", None)
+        criterion = getattr(unwrap_model(self.trainer.model), "criterion", None)
         if criterion is None or not hasattr(criterion, "epsilon"):
             raise ValueError(
                 f"MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE={self.schedule.kind!r} needs a criterion with an "
@@ -52,7 +53,7 @@ class ModelScalarsHook(HookBase):
     which the forward keeps on the device so that the step has no host synchronisation."""
 
     def after_step(self):
-        pop = getattr(_unwrap(self.trainer.model), "pop_scalars", None)
+        pop = getattr(unwrap_model(self.trainer.model), "pop_scalars", None)
         if pop is not None:
             for name, value in pop().items():
                 self.trainer.storage.put_scalar(name, value)

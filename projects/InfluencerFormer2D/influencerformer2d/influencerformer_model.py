@@ -29,12 +29,13 @@ class _Stopwatch:
     when stopped), ``perf_counter`` on CPU."""
 
     def __init__(self, device: torch.device):
-        self.events = None
+        self.seconds = None
         if device.type == "cuda":
             self.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
             self.events[0].record()
-        self.start = time.perf_counter()
-        self.seconds = None
+        else:
+            self.events = None
+            self.start = time.perf_counter()
 
     def stop(self) -> "_Stopwatch":
         if self.events is None:
