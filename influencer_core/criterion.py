@@ -2,10 +2,18 @@
 
 ``outputs`` follow Mask2Former:
 
-* ``pred_logits``: [B, Q, C+1] class logits (last column = "no object");
+* ``pred_logits``: [B, Q, C+1] class logits (last column = "no object"), or a list of B
+  tensors [Q_b, C+1] when images have different numbers of queries (ScanNet samples them);
 * ``pred_masks``: [B, Q, H, W] mask logits (images: losses on sampled points), or
-  [B, Q, P] / a list of B tensors [Q, P_b] (points or superpoints: no sampling);
-* ``aux_outputs``: optional list of dicts with the same two keys (deep supervision).
+  [B, Q, P] / a list of B tensors [Q_b, P_b] (points or superpoints: no sampling);
+* ``pred_scores``: optional objectness / mask-quality logits-free scores, [B, Q] or [B, Q, 1]
+  or a list of B tensors [Q_b] / [Q_b, 1] / None (``loss_score`` where a criterion has one);
+* ``aux_outputs``: optional list of dicts with the same keys (deep supervision).
+
+``SetCriterion.forward`` is the one loop over decoder layers: it checks every layer,
+calls ``prepare(layers, targets)`` once (state shared by all layers: packed targets, sampled
+points, transport plans) and ``layer_losses(layer, targets, state, index)`` per layer
+(index 0 = final layer), and names the auxiliary losses ``<name>_<i>``.
 
 ``targets`` is a list of B dicts with ``labels`` [K_b] (int64) and ``masks``
 [K_b, H, W] or [K_b, P_b].  The criterion returns *unweighted* losses keyed
@@ -16,23 +24,26 @@ the weights.  Build one with ``build_criterion(name, num_classes=..., ...)``;
 """
 from __future__ import annotations
 
+import inspect
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Type
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .hungarian import (
+from .mask_influencer import MaskInfluencerLoss
+from .masks import (
+    batched_mask_iou,
     dice_per_mask,
-    linear_assignment,
+    pair_stats,
     pairwise_class_cost,
     pairwise_dice,
     pairwise_sigmoid_ce,
     sigmoid_ce_per_mask,
 )
-from .mask_influencer import MaskInfluencerLoss
-from .pairwise import pair_stats
+from .matching import linear_assignment
 from .point_sampling import (
     gather_pixels,
     point_sample,
@@ -43,17 +54,21 @@ from .point_sampling import (
 from .targets import MaskBatch, pack_masks, pad_logits
 from .transport import sinkhorn_plan
 
-__all__ = ["CRITERIA", "register_criterion", "build_criterion", "SetCriterion", "SharedPointCriterion",
-           "HungarianCriterion", "ReferenceInfluencerCriterion", "OTInfluencerCriterion",
-           "num_masks_across_workers"]
+__all__ = ["CRITERIA", "CRITERION_ALIASES", "register_criterion", "build_criterion", "canonical_criterion_name",
+           "SetCriterion", "SharedPointCriterion", "HungarianCriterion", "ReferenceInfluencerCriterion",
+           "OTInfluencerCriterion", "num_masks_across_workers", "criterion_options"]
 
+#: the three arms: ``hungarian`` (matching baseline), ``reference`` (mask-matrix Influencer Loss),
+#: ``ot`` (matching-free transport loss); user criteria may add names
 CRITERIA: Dict[str, Type["SetCriterion"]] = {}
+#: names of earlier releases, accepted with a FutureWarning
+CRITERION_ALIASES = {"influencer_ot": "ot", "influencer_reference": "reference"}
 _SUFFIX = re.compile(r"_\d+$")
 
 
 def register_criterion(name: str) -> Callable[[Type["SetCriterion"]], Type["SetCriterion"]]:
     def deco(cls):
-        if name in CRITERIA:
+        if name in CRITERIA or name in CRITERION_ALIASES:
             raise KeyError(f"criterion '{name}' is already registered")
         CRITERIA[name] = cls
         cls.name = name
@@ -62,11 +77,30 @@ def register_criterion(name: str) -> Callable[[Type["SetCriterion"]], Type["SetC
     return deco
 
 
-def build_criterion(name: str, **kwargs) -> "SetCriterion":
-    """Build a registered criterion, e.g. ``build_criterion('hungarian', num_classes=133)``."""
+def canonical_criterion_name(name: str) -> str:
+    """The registered name for ``name``; old names warn and map to the new ones."""
+    if name in CRITERION_ALIASES:
+        new = CRITERION_ALIASES[name]
+        warnings.warn(f"criterion name '{name}' is deprecated: use '{new}'", FutureWarning, stacklevel=3)
+        return new
     if name not in CRITERIA:
         raise KeyError(f"unknown criterion '{name}'; choose one of {sorted(CRITERIA)}")
-    return CRITERIA[name](**kwargs)
+    return name
+
+
+def build_criterion(name: str, **kwargs) -> "SetCriterion":
+    """Build a registered criterion, e.g. ``build_criterion('hungarian', num_classes=133)``."""
+    return CRITERIA[canonical_criterion_name(name)](**kwargs)
+
+
+def criterion_options(cls: Type["SetCriterion"]) -> Dict[str, object]:
+    """Constructor options of a criterion class with their defaults (``num_classes`` excluded).
+
+    The wrappers map their config keys onto exactly these names; their tests fail when a
+    core option has no config key."""
+    params = inspect.signature(cls.__init__).parameters
+    return {n: p.default for n, p in params.items() if n not in ("self", "num_classes")
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _is_dist() -> bool:
@@ -89,6 +123,8 @@ class SetCriterion(nn.Module):
     name = "base"
     #: base loss names -> constructor argument holding their weight
     loss_weights: Dict[str, str] = {}
+    #: losses present only with optional inputs (``loss_score``: with ``pred_scores``)
+    optional_weights: Dict[str, str] = {}
 
     def __init__(self, num_classes: int, class_weight: float = 2.0, no_object_weight: float = 0.1,
                  num_points: int = 12544, deep_supervision: bool = True):
@@ -106,12 +142,14 @@ class SetCriterion(nn.Module):
         self.register_buffer("empty_weight", empty_weight)
 
     # ---- weights -----------------------------------------------------------------
-    def base_weights(self) -> Dict[str, float]:
-        return {k: float(getattr(self, attr)) for k, attr in self.loss_weights.items()}
+    def base_weights(self, optional: bool = True) -> Dict[str, float]:
+        names = {**self.loss_weights, **self.optional_weights} if optional else self.loss_weights
+        return {k: float(getattr(self, attr)) for k, attr in names.items()}
 
-    def weight_dict_for(self, num_aux: int) -> Dict[str, float]:
-        """Weights of every loss key for a model with ``num_aux`` auxiliary layers."""
-        base = self.base_weights()
+    def weight_dict_for(self, num_aux: int, optional: bool = False) -> Dict[str, float]:
+        """Weights of every loss key for a model with ``num_aux`` auxiliary layers (``optional``:
+        also the losses of optional inputs, e.g. ``loss_score``)."""
+        base = self.base_weights(optional)
         out = dict(base)
         for i in range(num_aux):
             out.update({f"{k}_{i}": v for k, v in base.items()})
@@ -124,58 +162,164 @@ class SetCriterion(nn.Module):
             raise KeyError(f"loss '{key}' has no weight in criterion '{self.name}' (known: {sorted(base)})")
         return base[name]
 
-    def total_loss(self, losses: Dict[str, Tensor]) -> Tensor:
-        """Weighted sum of every ``loss_*`` entry (statistics are skipped)."""
-        terms = [self.weight_of(k) * v for k, v in losses.items() if k.startswith("loss_")]
+    def total_loss(self, losses: Dict[str, Tensor], scale: Optional[Dict[str, float]] = None) -> Tensor:
+        """Weighted sum of every ``loss_*`` entry (statistics are skipped).
+
+        ``scale``: extra factors by base loss name (e.g. the 3D ``loss_weight`` on the mask
+        terms, which must not change the transport cost)."""
+        scale = scale or {}
+        terms = [self.weight_of(k) * scale.get(_SUFFIX.sub("", k), 1.0) * v
+                 for k, v in losses.items() if k.startswith("loss_")]
         if not terms:
             raise ValueError("no loss_* entries to sum")
         return torch.stack(terms).sum()
 
     # ---- inputs ------------------------------------------------------------------
-    def _check(self, outputs: Dict, targets: Sequence[Dict]) -> None:
-        for key in ("pred_logits", "pred_masks"):
-            if key not in outputs:
-                raise KeyError(f"outputs lack '{key}'; expected Mask2Former-style outputs with pred_logits and pred_masks")
-        logits = outputs["pred_logits"]
-        if logits.dim() != 3 or logits.shape[-1] != self.num_classes + 1:
-            raise ValueError(
-                f"pred_logits must be [B, Q, {self.num_classes + 1}] (num_classes + 1 for 'no object'), "
-                f"got {tuple(logits.shape)}: set num_classes to match the class head"
-            )
-        if len(targets) != logits.shape[0]:
-            raise ValueError(f"{len(targets)} targets for a batch of {logits.shape[0]}: pass one dict per image")
+    def layers(self, outputs: Dict) -> List[Dict]:
+        """The layers the loss supervises: the final prediction, then ``aux_outputs`` in order."""
+        layers = [outputs]
+        if self.deep_supervision:
+            layers += list(outputs.get("aux_outputs", []) or [])
+        return layers
+
+    def _check_targets(self, targets: Sequence[Dict], batch: int) -> None:
+        if len(targets) != batch:
+            raise ValueError(f"{len(targets)} targets for a batch of {batch}: pass one dict per image")
         for b, t in enumerate(targets):
             if "labels" not in t or "masks" not in t:
                 raise KeyError(f"target {b} needs 'labels' and 'masks'")
             if t["masks"].shape[0] != t["labels"].shape[0]:
                 raise ValueError(f"target {b}: {t['masks'].shape[0]} masks but {t['labels'].shape[0]} labels")
 
+    def _check_layer(self, layer: Dict, where: str, query_counts: Optional[List[int]] = None) -> List[int]:
+        """Shapes of one layer's outputs; returns its query count per image."""
+        for key in ("pred_logits", "pred_masks"):
+            if key not in layer:
+                raise KeyError(f"{where} lacks '{key}'; expected Mask2Former-style outputs with pred_logits and "
+                               "pred_masks")
+        logits, masks = layer["pred_logits"], layer["pred_masks"]
+        per_image = list(logits) if isinstance(logits, (list, tuple)) else None
+        if per_image is not None:
+            bad = [tuple(c.shape) for c in per_image if c.dim() != 2 or c.shape[-1] != self.num_classes + 1]
+            counts = [int(c.shape[0]) for c in per_image]
+        else:
+            bad = [] if logits.dim() == 3 and logits.shape[-1] == self.num_classes + 1 else [tuple(logits.shape)]
+            counts = [int(logits.shape[1])] * int(logits.shape[0]) if logits.dim() == 3 else []
+        if bad:
+            raise ValueError(
+                f"{where}: pred_logits must be [B, Q, {self.num_classes + 1}] or a list of [Q_b, {self.num_classes + 1}] "
+                f"(num_classes + 1 for 'no object'), got {bad[0]}: set num_classes to match the class head"
+            )
+        mask_counts = [int(m.shape[0]) for m in masks] if isinstance(masks, (list, tuple)) else \
+            [int(masks.shape[1])] * int(masks.shape[0])
+        if mask_counts != counts:
+            raise ValueError(f"{where}: pred_masks has {mask_counts} queries per image, pred_logits {counts}")
+        if query_counts is not None and counts != query_counts:
+            raise ValueError(f"{where}: {counts} queries per image, the final layer has {query_counts}")
+        return counts
+
+    def check(self, layers: Sequence[Dict], targets: Sequence[Dict]) -> None:
+        """Check every layer's shapes and the targets (no host sync)."""
+        counts = self._check_layer(layers[0], "outputs")
+        for i, layer in enumerate(layers[1:]):
+            self._check_layer(layer, f"aux_outputs[{i}]", counts)
+        self._check_targets(targets, len(counts))
+        masks = layers[0]["pred_masks"]
+        if isinstance(masks, (list, tuple)):  # per-image points: targets on exactly those points
+            for b, (m, t) in enumerate(zip(masks, targets)):
+                if t["masks"].shape[0] and t["masks"].shape[-1] != m.shape[-1]:
+                    raise ValueError(f"target {b}: masks cover {t['masks'].shape[-1]} points, pred_masks "
+                                     f"{m.shape[-1]}")
+
+    @staticmethod
+    def query_valid(layer: Dict) -> Optional[Tensor]:
+        """[B, Q_max] bool marking real queries, or None when every image has the same count."""
+        logits = layer["pred_logits"]
+        if not isinstance(logits, (list, tuple)):
+            return None
+        counts = [int(c.shape[0]) for c in logits]
+        if len(set(counts)) == 1:
+            return None
+        device = logits[0].device
+        return torch.arange(max(counts), device=device)[None] < torch.tensor(counts, device=device)[:, None]
+
+    @staticmethod
+    def stacked(rows: Sequence[Tensor], value: float = 0.0) -> Tensor:
+        """[Q_b, ...] tensors of B images -> [B, Q_max, ...] (padding rows filled with ``value``)."""
+        if isinstance(rows, Tensor):
+            return rows
+        rows = list(rows)
+        q = max(r.shape[0] for r in rows)
+        if all(r.shape[0] == q for r in rows):
+            return torch.stack(rows)
+        out = rows[0].new_full((len(rows), q) + tuple(rows[0].shape[1:]), value)
+        for b, r in enumerate(rows):
+            out[b, : r.shape[0]] = r
+        return out
+
+    def class_logits(self, layer: Dict) -> Tensor:
+        """Class logits [B, Q_max, C+1] (padding queries: zeros, ignored by :meth:`class_loss`)."""
+        return self.stacked(layer["pred_logits"])
+
+    @staticmethod
+    def scores(layer: Dict) -> Optional[Tuple[Tensor, Tensor]]:
+        """(scores [B, Q_max] float, image has scores [B] bool) of a layer, or None without any."""
+        scores = layer.get("pred_scores", None)
+        if scores is None:
+            return None
+        if isinstance(scores, Tensor):
+            s = scores.reshape(scores.shape[0], scores.shape[1])
+            return s.float(), torch.ones(s.shape[0], dtype=torch.bool, device=s.device)
+        scores = list(scores)
+        present = [x for x in scores if x is not None]
+        if not present:
+            return None
+        ref = present[0]
+        q = max(int(x.shape[0]) for x in present)
+        out = ref.new_zeros(len(scores), q, dtype=torch.float32)
+        for b, x in enumerate(scores):
+            if x is not None:
+                out[b, : x.shape[0]] = x.reshape(-1).float()
+        has = torch.tensor([x is not None for x in scores], device=ref.device)
+        return out, has
+
     @staticmethod
     def is_image_mode(pred_masks) -> bool:
         return isinstance(pred_masks, Tensor) and pred_masks.dim() == 4
 
     def class_loss(self, class_logits: Tensor, target_classes: Tensor) -> Tensor:
-        """Weighted CE over all queries: [B, Q, C+1], [B, Q] (C = no object)."""
+        """Weighted CE over all queries: [B, Q, C+1], [B, Q] (C = no object, -100 = padding query)."""
         return F.cross_entropy(class_logits.float().transpose(1, 2), target_classes,
                                self.empty_weight.to(class_logits.device))
 
     # ---- main loop -----------------------------------------------------------------
-    def prepare(self, outputs: Dict, targets: Sequence[Dict]) -> Dict:
-        """Per-forward state shared by all layers (e.g. sampled target points)."""
-        return {}
+    def prepare(self, layers: Sequence[Dict], targets: Sequence[Dict]) -> Dict:
+        """Per-forward state shared by all layers (sampled points, packed targets, plans)."""
+        return {"query_valid": self.query_valid(layers[0])}
 
-    def layer_losses(self, layer: Dict, targets: Sequence[Dict], state: Dict) -> Dict[str, Tensor]:
+    def layer_losses(self, layer: Dict, targets: Sequence[Dict], state: Dict, index: int) -> Dict[str, Tensor]:
+        """Losses of one layer (``index`` 0: the final prediction, i + 1: ``aux_outputs[i]``)."""
         raise NotImplementedError
 
     def forward(self, outputs: Dict, targets: Sequence[Dict]) -> Dict[str, Tensor]:
-        self._check(outputs, targets)
-        state = self.prepare(outputs, targets)
-        losses = self.layer_losses(outputs, targets, state)
-        if self.deep_supervision:
-            for i, aux in enumerate(outputs.get("aux_outputs", []) or []):
-                aux_losses = self.layer_losses(aux, targets, state)
-                losses.update({f"{k}_{i}": v for k, v in aux_losses.items() if k.startswith("loss_")})
+        layers = self.layers(outputs)
+        self.check(layers, targets)
+        state = self.prepare(layers, targets)
+        losses: Dict[str, Tensor] = {}
+        for i, layer in enumerate(layers):
+            out = self.layer_losses(layer, targets, state, i)
+            if i == 0:
+                losses.update(out)
+            else:  # statistics are reported for the final layer only
+                losses.update({f"{k}_{i - 1}": v for k, v in out.items() if k.startswith("loss_")})
         return losses
+
+
+def _masked_mse(score: Tensor, target: Tensor, weight: Tensor, min_total: float = 1.0) -> Tensor:
+    """Objectness loss: per image the ``weight``-ed mean squared error of [B, Q] scores to [B, Q]
+    targets (0 where an image has no weight), summed over images / B."""
+    per_image = (weight * (score - target) ** 2).sum(1) / weight.sum(1).clamp(min=min_total)
+    return per_image.sum() / score.shape[0]
 
 
 @register_criterion("hungarian")
@@ -202,36 +346,42 @@ class HungarianCriterion(SetCriterion):
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
 
-    def prepare(self, outputs, targets):
-        return {"num_masks": num_masks_across_workers(targets, outputs["pred_logits"].device)}
+    def prepare(self, layers, targets):
+        state = super().prepare(layers, targets)
+        state["num_masks"] = num_masks_across_workers(targets, self.class_logits(layers[0]).device)
+        return state
 
     @torch.no_grad()
     def match(self, layer: Dict, targets: Sequence[Dict]):
         """[(query idx, target idx)] per image, minimising the matching cost."""
         logits, masks = layer["pred_logits"], layer["pred_masks"]
         image_mode = self.is_image_mode(masks)
+        device = logits[0].device
         costs = []
         for b, t in enumerate(targets):
             if image_mode:
-                coords = torch.rand(self.num_points, 2, device=logits.device)
+                coords = torch.rand(self.num_points, 2, device=device)
                 out = sample_shared_points(masks[b], coords)
-                tgt = sample_shared_points(t["masks"].to(logits.device), coords)
+                tgt = sample_shared_points(t["masks"].to(device), coords)
             else:
                 out = masks[b].float()
                 tgt = t["masks"].to(out.device).float()
             cost = (self.mask_weight * pairwise_sigmoid_ce(out, tgt)
-                    + self.class_weight * pairwise_class_cost(logits[b], t["labels"].to(logits.device))
+                    + self.class_weight * pairwise_class_cost(logits[b], t["labels"].to(device))
                     + self.dice_weight * pairwise_dice(out, tgt))
             costs.append(cost)
         return linear_assignment(costs)
 
-    def layer_losses(self, layer, targets, state):
-        logits, masks = layer["pred_logits"], layer["pred_masks"]
+    def layer_losses(self, layer, targets, state, index):
+        masks = layer["pred_masks"]
+        logits = self.class_logits(layer)
         indices = self.match(layer, targets)
         device = logits.device
         b_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)])
         q_idx = torch.cat([q for q, _ in indices])
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.long, device=device)
+        if state["query_valid"] is not None:
+            target_classes[~state["query_valid"]] = -100  # padding queries: no class loss
         matched_labels = torch.cat([t["labels"].to(device)[k] for t, (_, k) in zip(targets, indices)])
         target_classes[b_idx, q_idx] = matched_labels
         loss_ce = self.class_loss(logits, target_classes)
@@ -274,10 +424,10 @@ class SharedPointCriterion(SetCriterion):
     Point mode: every point.  ``prepare`` packs targets once for all layers.
     """
 
-    def prepare(self, outputs, targets):
-        logits = outputs["pred_logits"]
-        masks = outputs["pred_masks"]
-        device = logits.device
+    def prepare(self, layers, targets):
+        state = super().prepare(layers, targets)
+        masks = layers[0]["pred_masks"]
+        device = self.class_logits(layers[0]).device
         if self.is_image_mode(masks):
             h, w = masks.shape[-2:]
             coords = sample_pixel_coords(len(targets), h, w, self.num_points, device)
@@ -291,8 +441,8 @@ class SharedPointCriterion(SetCriterion):
         labels = torch.full((len(targets), k), self.num_classes, dtype=torch.long, device=device)
         for b, t in enumerate(targets):
             labels[b, : t["labels"].shape[0]] = t["labels"].to(device)
-        return {"coords": coords, "targets": packed, "labels": labels,
-                "num_masks": num_masks_across_workers(targets, device)}
+        state.update(coords=coords, targets=packed, labels=labels, num_masks=num_masks_across_workers(targets, device))
+        return state
 
     def point_logits(self, masks, state) -> Tensor:
         """Mask logits at the loss's points: [B, Q, P]."""
@@ -303,7 +453,8 @@ class SharedPointCriterion(SetCriterion):
         return pad_logits(list(masks))
 
 
-@register_criterion("influencer_reference")
+
+@register_criterion("reference")
 class ReferenceInfluencerCriterion(SharedPointCriterion):
     """The reference mask-matrix Influencer Loss, no matching.
 
@@ -312,37 +463,77 @@ class ReferenceInfluencerCriterion(SharedPointCriterion):
     Class targets: each instance labels the query with its highest profile
     (a query claimed by several instances takes the one with the highest
     profile); other queries are "no object".  Known to have degenerate minima.
+    With ``pred_scores``: ``loss_score`` (see :meth:`score_loss`).
     """
 
     loss_weights = {"loss_ce": "class_weight", "loss_influencer": "influencer_weight"}
+    optional_weights = {"loss_score": "score_weight"}
 
     def __init__(self, num_classes: int, class_weight: float = 2.0, influencer_weight: float = 1.0,
                  no_object_weight: float = 0.1, num_points: int = 12544, deep_supervision: bool = True,
                  attr_weight: float = 1.0, rep_weight: float = 1.0, bg_weight: float = 1.0,
-                 rep_margin: float = 1.0, temperature: float = 1.0, eps: float = 1e-6):
+                 rep_margin: float = 1.0, temperature: float = 1.0, eps: float = 1e-6,
+                 score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
         self.influencer_weight = influencer_weight
+        self.score_weight = score_weight
+        self.score_iou_thr = score_iou_thr
         self.mask_loss = MaskInfluencerLoss(attr_weight, rep_weight, bg_weight, rep_margin, temperature, eps)
 
-    def layer_losses(self, layer, targets, state):
-        logits = layer["pred_logits"]
+    def layer_losses(self, layer, targets, state, index):
+        logits = self.class_logits(layer)
         packed: MaskBatch = state["targets"]
+        qv = state["query_valid"]
         x = self.point_logits(layer["pred_masks"], state)
-        res = self.mask_loss(x, packed, return_per_image=True)
-        target_classes = self.claim_classes(res["profiles"], packed.valid, state["labels"], logits.shape[1])
-        return {
+        res = self.mask_loss(x, packed, return_per_image=True, query_valid=qv)
+        target_classes = self.claim_classes(res["profiles"], packed.valid, state["labels"], logits.shape[1], qv)
+        if qv is not None:
+            target_classes = torch.where(qv, target_classes, torch.full_like(target_classes, -100))
+        out = {
             "loss_ce": self.class_loss(logits, target_classes),
             "loss_influencer": res["loss"],
             "influencer_attractive": res["attractive"],
             "influencer_repulsive": res["repulsive"],
             "influencer_background": res["background"],
         }
+        scores = self.scores(layer)
+        if scores is not None:
+            out["loss_score"] = self.score_loss(x, scores, res["profiles"], state)
+        return out
 
-    def claim_classes(self, prof: Tensor, valid: Tensor, labels: Tensor, num_queries: int) -> Tensor:
-        """[B, Q] class targets: each instance's best query takes its label."""
+    @torch.no_grad()
+    def _claimed_iou(self, x: Tensor, prof: Tensor, state: Dict) -> Tuple[Tensor, Tensor]:
+        """(IoU [B, Q] of each query with the instance that claims it, claimed [B, Q] bool)."""
+        packed: MaskBatch = state["targets"]
+        b, k, q = prof.shape
+        if k == 0:
+            zero = x.new_zeros(b, q, dtype=torch.float32)
+            return zero, zero.bool()
+        ids = torch.arange(k, device=prof.device).expand(b, k) - k  # negative: unclaimed stays >= 0
+        who = self.claim_classes(prof, packed.valid, ids, q, state["query_valid"])  # [B, Q]
+        claimed = who < 0
+        iou = batched_mask_iou(x.detach(), packed.masks, packed.point_valid)  # [B, Q, K]
+        own = torch.gather(iou, 2, (who + k).clamp(0, k - 1).unsqueeze(-1))[..., 0]
+        return own, claimed
+
+    def score_loss(self, x: Tensor, scores: Tuple[Tensor, Tensor], prof: Tensor, state: Dict) -> Tensor:
+        """Objectness: MSE of each claimed query's score to its IoU with the claiming instance,
+        pairs with IoU > ``score_iou_thr`` only; mean per image, summed / B (as OneFormer3D)."""
+        s, has = scores
+        target, claimed = self._claimed_iou(x, prof, state)
+        keep = claimed & has[:, None]
+        if self.score_iou_thr is not None:
+            keep = keep & (target > self.score_iou_thr)
+        return _masked_mse(s, target, keep.float())
+
+    def claim_classes(self, prof: Tensor, valid: Tensor, labels: Tensor, num_queries: int,
+                      query_valid: Optional[Tensor] = None) -> Tensor:
+        """[B, Q] class targets: each instance's best (real) query takes its label."""
         b, k, q = prof.shape
         if k == 0:
             return torch.full((b, num_queries), self.num_classes, dtype=torch.long, device=prof.device)
+        if query_valid is not None:
+            prof = torch.where(query_valid.unsqueeze(1), prof, torch.full_like(prof, float("-inf")))
         best_q = prof.argmax(2)  # [B, K]
         claims = F.one_hot(best_q, q).bool() & valid.unsqueeze(-1)  # [B, K, Q]
         score = torch.where(claims, prof, torch.full_like(prof, float("-inf")))
@@ -352,7 +543,7 @@ class ReferenceInfluencerCriterion(SharedPointCriterion):
         return torch.where(claimed, lab, torch.full_like(lab, self.num_classes))
 
 
-@register_criterion("influencer_ot")
+@register_criterion("ot")
 class OTInfluencerCriterion(SharedPointCriterion):
     """Matching-free influencer criterion whose minimum is the one-to-one assignment.
 
@@ -386,18 +577,30 @@ class OTInfluencerCriterion(SharedPointCriterion):
     ``aux_capacity`` > 1: in the auxiliary decoder layers every instance takes up to that much
     query mass (one-to-many supervision of intermediate layers, as hybrid-assignment DETRs
     do; an instance's mask terms are divided by its mass so it still weighs one mask); the
-    final layer stays one-to-one.
+    final layer stays one-to-one.  ``reuse_final_plan``: every layer is supervised with the
+    final layer's plan (OneFormer3D's ``iter_matcher=False``); otherwise the plans of all
+    layers come from one batched Sinkhorn call.
+
+    With ``pred_scores`` (objectness, as OneFormer3D): ``loss_score``, the squared error of
+    each query's score to ``t_q = sum_k plan[q,k] IoU(q,k) / m_q``, ``m_q = sum_k plan[q,k]``
+    over the pairs with IoU > ``score_iou_thr``, weighted by ``m_q``; per image a weighted
+    mean, summed over images / B.
     """
 
     loss_weights = {"loss_ce": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight",
                     "loss_exclusion": "exclusion_weight"}
+    optional_weights = {"loss_score": "score_weight"}
 
     def __init__(self, num_classes: int, class_weight: float = 2.0, mask_weight: float = 5.0,
                  dice_weight: float = 5.0, exclusion_weight: float = 0.0, no_object_weight: float = 0.1,
                  num_points: int = 12544, deep_supervision: bool = True, epsilon: float = 0.05,
                  sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0,
-                 class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5):
+                 class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5,
+                 reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+        self.reuse_final_plan = reuse_final_plan
+        self.score_weight = score_weight
+        self.score_iou_thr = score_iou_thr
         if class_target not in ("mass", "query"):
             raise ValueError(f"class_target must be 'mass' or 'query', got {class_target!r}")
         if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
@@ -437,35 +640,52 @@ class OTInfluencerCriterion(SharedPointCriterion):
         cost_none = self.class_weight * self.no_object_weight * costs["ce_none"]
         return torch.cat([cost_k, cost_none.unsqueeze(-1)], dim=2).detach()
 
-    def plan(self, costs: Dict[str, Tensor], valid: Tensor) -> Tensor:
+    def plan(self, costs: Dict[str, Tensor], valid: Tensor, query_valid: Optional[Tensor] = None) -> Tensor:
         """Soft assignment [B, Q, K+1] (last column: no object), without gradient."""
-        return sinkhorn_plan(self.cost_matrix(costs), valid, self.epsilon, self.sinkhorn_iters)
+        return sinkhorn_plan(self.cost_matrix(costs), valid, self.epsilon, self.sinkhorn_iters,
+                             query_valid=query_valid)
 
-    def forward(self, outputs: Dict, targets: Sequence[Dict]) -> Dict[str, Tensor]:
-        # Same contract as SetCriterion.forward; the plans of all decoder layers come
-        # from one batched Sinkhorn call (10x fewer small kernels on GPU).
-        self._check(outputs, targets)
-        state = self.prepare(outputs, targets)
+    def prepare(self, layers, targets):
+        state = super().prepare(layers, targets)
         packed: MaskBatch = state["targets"]
-        layers = [outputs]
-        if self.deep_supervision:
-            layers += list(outputs.get("aux_outputs", []) or [])
-        costs = [self.pair_costs(layer["pred_logits"], self.point_logits(layer["pred_masks"], state),
+        qv = state["query_valid"]
+        costs = [self.pair_costs(self.class_logits(layer), self.point_logits(layer["pred_masks"], state),
                                  packed, state["labels"]) for layer in layers]
-        plans = sinkhorn_plan(torch.cat([self.cost_matrix(c) for c in costs], 0),
-                              packed.valid.repeat(len(layers), 1), self.epsilon, self.sinkhorn_iters,
-                              capacity=self.layer_capacities(len(layers), packed.valid))
-        resample = self.importance_sample_ratio > 0 and self.is_image_mode(outputs["pred_masks"])
-        losses: Dict[str, Tensor] = {}
-        for i, (c, plan, layer) in enumerate(zip(costs, plans.chunk(len(layers), 0), layers)):
-            if resample:  # the loss at importance-sampled points, the plan from the uniform ones
-                c = self.importance_costs(layer, plan, targets, state)
-            layer_losses = self.losses_from_plan(c, plan, state)
-            if i == 0:
-                losses.update(layer_losses)
-            else:
-                losses.update({f"{k}_{i - 1}": v for k, v in layer_losses.items() if k.startswith("loss_")})
-        return losses
+        n = len(layers)
+        if self.reuse_final_plan:
+            plans = [self.plan(costs[0], packed.valid, qv)] * n
+        else:  # one batched Sinkhorn call for all layers (10x fewer small kernels on GPU)
+            plans = sinkhorn_plan(torch.cat([self.cost_matrix(c) for c in costs], 0),
+                                  packed.valid.repeat(n, 1), self.epsilon, self.sinkhorn_iters,
+                                  capacity=self.layer_capacities(n, packed.valid),
+                                  query_valid=None if qv is None else qv.repeat(n, 1)).chunk(n, 0)
+        state.update(costs=costs, plans=list(plans),
+                     resample=self.importance_sample_ratio > 0 and self.is_image_mode(layers[0]["pred_masks"]))
+        return state
+
+    def layer_losses(self, layer, targets, state, index):
+        c, plan = state["costs"][index], state["plans"][index]
+        if state["resample"]:  # the loss at importance-sampled points, the plan from the uniform ones
+            c = self.importance_costs(layer, plan, targets, state)
+        out = self.losses_from_plan(c, plan, state)
+        scores = self.scores(layer)
+        if scores is not None:
+            out["loss_score"] = self.score_loss(self.point_logits(layer["pred_masks"], state), scores, plan, state)
+        return out
+
+    def score_loss(self, x: Tensor, scores: Tuple[Tensor, Tensor], plan: Tensor, state: Dict) -> Tensor:
+        """Objectness loss of one layer (see the class docstring): x [B, Q, P] at the plan's points."""
+        s, has = scores
+        packed: MaskBatch = state["targets"]
+        k = packed.masks.shape[1]
+        with torch.no_grad():
+            iou = batched_mask_iou(x.detach(), packed.masks, packed.point_valid)  # [B, Q, K]
+            pi = plan[..., :k] * packed.valid.unsqueeze(1).float()
+            if self.score_iou_thr is not None:
+                pi = pi * (iou > self.score_iou_thr).float()
+            mass = pi.sum(2) * has[:, None].float()
+            target = (pi * iou).sum(2) / mass.clamp(min=1e-12)
+        return _masked_mse(s, target, mass, min_total=1e-6)
 
     def layer_capacities(self, num_layers: int, valid: Tensor) -> Tensor:
         """Instance capacity [num_layers * B] for the plans of layers stacked final-first:
@@ -515,7 +735,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
                         t["masks"].to(masks.device)[None].float(), coords[i:i + 1])[0]
         x = point_sample(masks.float(), coords)  # [B, Q, P]
         soft = MaskBatch(tgt, packed.valid, torch.ones(b, self.num_points, dtype=torch.bool, device=masks.device))
-        return self.pair_costs(layer["pred_logits"], x, soft, state["labels"])
+        return self.pair_costs(self.class_logits(layer), x, soft, state["labels"])
 
     def losses_from_plan(self, costs: Dict[str, Tensor], plan: Tensor, state: Dict) -> Dict[str, Tensor]:
         """Losses of one layer given its pair costs and (detached) plan [B, Q, K+1]."""

@@ -133,15 +133,22 @@ def influencer_terms(
     has_bg: Tensor,
     temperature: float,
     margin: float,
+    query_valid: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Per-image attractive, repulsive and background terms, each [B].
 
     prof: [B, K, Q] profiles; bg_mean: [B, Q]; valid: [B, K] bool (real instances);
-    has_bg: [B] bool (image has background points).
+    has_bg: [B] bool (image has background points); query_valid: [B, Q] bool or None (images
+    with fewer real queries than Q: padding queries take no part in any term).
     """
     validf = valid.to(prof.dtype)
     n_inst = validf.sum(1)
-    attr_k = -temperature * torch.logsumexp(prof / temperature, dim=2)  # [B, K]
+    if query_valid is not None:
+        qv = query_valid.unsqueeze(1)
+        attr_k = -temperature * torch.logsumexp(torch.where(qv, prof / temperature, torch.full_like(prof, float("-inf"))), dim=2)
+        prof = torch.where(qv, prof, torch.zeros_like(prof))  # padding adds nothing to the distances
+    else:
+        attr_k = -temperature * torch.logsumexp(prof / temperature, dim=2)  # [B, K]
     attractive = (attr_k * validf).sum(1) / n_inst.clamp(min=1)
 
     diff = prof.unsqueeze(2) - prof.unsqueeze(1)  # [B, K, K, Q]
@@ -152,7 +159,12 @@ def influencer_terms(
     n_pairs = pair.sum((1, 2))
     repulsive = (torch.relu(margin - dist) * pair).sum((1, 2)) / n_pairs.clamp(min=1)
 
-    background = bg_mean.mean(1) * has_bg.to(prof.dtype)
+    if query_valid is not None:
+        qvf = query_valid.to(bg_mean.dtype)
+        bg_q = (bg_mean * qvf).sum(1) / qvf.sum(1).clamp(min=1)
+    else:
+        bg_q = bg_mean.mean(1)
+    background = bg_q * has_bg.to(prof.dtype)
     return attractive, repulsive, background
 
 
@@ -204,8 +216,10 @@ class MaskInfluencerLoss(nn.Module):
         logits: Tensor,
         masks: Union[Tensor, Sequence[Tensor], MaskBatch],
         return_per_image: bool = False,
+        query_valid: Optional[Tensor] = None,
     ) -> Dict[str, Tensor]:
-        """``return_per_image`` adds ``per_image`` [B] and the detached ``profiles`` [B, K, Q]."""
+        """``return_per_image`` adds ``per_image`` [B] and the detached ``profiles`` [B, K, Q];
+        ``query_valid`` [B, Q] bool marks real queries when images have different counts."""
         single = logits.dim() == 2
         if single:
             logits = logits.unsqueeze(0)
@@ -220,7 +234,7 @@ class MaskInfluencerLoss(nn.Module):
             )
         prof, bg = self.profiles(logits, targets)
         attr, rep, bgt = influencer_terms(
-            prof, bg, targets.valid, targets.has_bg, self.temperature, self.rep_margin
+            prof, bg, targets.valid, targets.has_bg, self.temperature, self.rep_margin, query_valid
         )
         per_image = self.attr_weight * attr + self.rep_weight * rep + self.bg_weight * bgt
         out = {

@@ -90,12 +90,11 @@ def pack_masks(
 
 
 def pad_logits(logits: Sequence[Tensor], value: float = 0.0) -> Tensor:
-    """Stack a list of [Q, P_b] logits into [B, Q, max P] (padding filled with ``value``)."""
-    q = logits[0].shape[0]
+    """Stack a list of [Q_b, P_b] logits into [B, max Q, max P] (padding filled with ``value``;
+    criteria mark padding queries with their ``query_valid`` mask)."""
+    q = max(x.shape[0] for x in logits)
     p = max(x.shape[1] for x in logits)
     out = logits[0].new_full((len(logits), q, p), value)
     for b, x in enumerate(logits):
-        if x.shape[0] != q:
-            raise ValueError(f"every image needs the same number of queries; image {b} has {x.shape[0]}, image 0 has {q}")
-        out[b, :, : x.shape[1]] = x
+        out[b, : x.shape[0], : x.shape[1]] = x
     return out

@@ -15,35 +15,43 @@ __all__ = ["assignment_marginals", "sinkhorn_plan"]
 _NEG = -1e9  # stands for log(0) without producing NaN in logsumexp
 
 
-def assignment_marginals(valid: Tensor, num_queries: int, capacity=1.0) -> tuple:
+def assignment_marginals(valid: Tensor, num_queries: int, capacity=1.0, query_valid: Tensor = None) -> tuple:
     """Row and column masses for Q queries -> K instances + no-object.
 
     valid: [B, K] bool.  Every query has mass 1.  Each instance takes
     min(capacity, Q / K_b) (so K > Q still balances), the no-object column the
-    rest.  capacity: float or [B] tensor (> 1: one-to-many).
+    rest.  capacity: float or [B] tensor (> 1: one-to-many).  query_valid: [B, Q]
+    bool for images with fewer real queries than Q (padding rows get mass 0 and
+    Q_b real queries replace Q).
     Returns (log_row [B, Q], log_col [B, K+1]).
     """
     validf = valid.float()
     k = validf.sum(1, keepdim=True)  # [B, 1]
     cap = torch.as_tensor(capacity, dtype=torch.float32, device=valid.device).reshape(-1, 1)
+    if query_valid is not None:
+        num_queries = query_valid.float().sum(1, keepdim=True)  # [B, 1]
     per_inst = torch.minimum(num_queries / k.clamp(min=1), cap)
     col_inst = validf * per_inst
     col_none = (num_queries - (col_inst.sum(1, keepdim=True))).clamp(min=0)
     col = torch.cat([col_inst, col_none], dim=1)
     log_col = torch.where(col > 0, col.clamp(min=1e-30).log(), torch.full_like(col, _NEG))
-    log_row = torch.zeros(valid.shape[0], num_queries, device=valid.device)
+    if query_valid is None:
+        log_row = torch.zeros(valid.shape[0], num_queries, device=valid.device)
+    else:
+        log_row = torch.where(query_valid, torch.zeros((), device=valid.device), torch.full((), _NEG, device=valid.device))
     return log_row, log_col
 
 
 @torch.no_grad()
 def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
-                  eps_start: float = None, capacity=1.0) -> Tensor:
+                  eps_start: float = None, capacity=1.0, query_valid: Tensor = None) -> Tensor:
     """Transport plan [B, Q, K+1] minimising <plan, cost> - epsilon * H(plan).
 
     cost: [B, Q, K+1] (last column = no object; padded instance columns are
     ignored through ``valid`` [B, K]).  Rows sum to 1; column k sums to
     min(capacity, Q/K) for real instances (capacity: float or [B]), the last
-    column to the remainder.
+    column to the remainder.  query_valid: [B, Q] bool, padding queries (rows of
+    zero mass, see :func:`assignment_marginals`).
     The regulariser is lowered geometrically from ``eps_start`` (default: the
     cost range) to ``epsilon`` over the first half of the iterations
     (epsilon scaling), which makes small epsilon converge in few iterations.
@@ -52,9 +60,10 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     cost = cost.float()
     b, q, k1 = cost.shape
-    log_row, log_col = assignment_marginals(valid, q, capacity)
+    log_row, log_col = assignment_marginals(valid, q, capacity, query_valid)
     col_ok = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
-    big = torch.where(col_ok[:, None, :], cost, torch.zeros_like(cost))
+    ok = col_ok[:, None, :] if query_valid is None else col_ok[:, None, :] & query_valid[:, :, None]
+    big = torch.where(ok, cost, torch.zeros_like(cost))
     if eps_start is None:
         span = (big.amax(dim=(1, 2)) - big.amin(dim=(1, 2))).max()
         eps_start_t = span.clamp(min=epsilon)

@@ -727,7 +727,7 @@ def test_sparse_matcher_matches_reference():
         layer['cls_preds'].append(torch.randn(q, 4, generator=g))
         layer['masks'].append(torch.randn(q, p, generator=g))
         layer['scores'].append(torch.rand(q, 1, generator=g))
-    from influencer_core.hungarian import pairwise_class_cost, pairwise_dice, pairwise_sigmoid_ce
+    from influencer_core.masks import pairwise_class_cost, pairwise_dice, pairwise_sigmoid_ce
     indices = crit.match(layer, insts)
     for (iq, ik), cls, m, inst in zip(indices, layer['cls_preds'], layer['masks'], insts):
         t = inst['sp_masks'].float()

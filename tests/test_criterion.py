@@ -5,8 +5,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from influencer_core import CRITERIA, build_criterion
-from influencer_core.hungarian import (
-    linear_assignment,
+from influencer_core.matching import linear_assignment
+from influencer_core.masks import (
     pairwise_class_cost,
     pairwise_dice,
     pairwise_sigmoid_ce,
@@ -42,9 +42,16 @@ def image_batch(b=2, q=8, h=32, ks=(3, 0), layers=3):
 
 
 def test_registry_names_and_unknown_name():
-    assert {"hungarian", "influencer_reference"} <= set(CRITERIA)
+    assert {"hungarian", "reference", "ot"} <= set(CRITERIA)
     with pytest.raises(KeyError, match="choose one of"):
         build_criterion("nope", num_classes=3)
+
+
+@pytest.mark.parametrize("old, new", [("influencer_ot", "ot"), ("influencer_reference", "reference")])
+def test_old_criterion_names_warn_and_build_the_new_ones(old, new):
+    with pytest.warns(FutureWarning, match=f"use '{new}'"):
+        crit = build_criterion(old, num_classes=3)
+    assert type(crit) is CRITERIA[new] and crit.name == new
 
 
 def test_pairwise_costs_equal_per_pair_loops():
@@ -89,7 +96,7 @@ def test_hungarian_gt_permutation_invariance():
         assert torch.allclose(got[key], base[key], atol=1e-6), key
 
 
-@pytest.mark.parametrize("name", ["hungarian", "influencer_reference"])
+@pytest.mark.parametrize("name", ["hungarian", "reference"])
 def test_image_mode_keys_weights_and_gradients(name):
     out, targets, layers = image_batch()
     crit = build_criterion(name, num_classes=C, num_points=200)
@@ -107,7 +114,7 @@ def test_image_mode_keys_weights_and_gradients(name):
             assert t.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["hungarian", "influencer_reference"])
+@pytest.mark.parametrize("name", ["hungarian", "reference"])
 def test_zero_targets_and_list_point_masks(name):
     crit = build_criterion(name, num_classes=C)
     masks = [torch.randn(6, 30, requires_grad=True), torch.randn(6, 45, requires_grad=True)]
@@ -141,7 +148,7 @@ def test_input_checks_name_the_fix():
 
 
 def test_reference_class_targets_follow_best_profile():
-    crit = build_criterion("influencer_reference", num_classes=C)
+    crit = build_criterion("reference", num_classes=C)
     # instance 0 and 1 both prefer query 2; instance 1 has the higher profile there
     prof = torch.tensor([[[-5.0, -4.0, -1.0, -9.0], [-6.0, -8.0, -0.5, -7.0], [-9.0, -1.0, -9.0, -9.0]]])
     valid = torch.tensor([[True, True, True]])
@@ -173,7 +180,7 @@ def test_sample_pixel_coords_are_distinct_sorted_pixel_centres():
     assert sample_pixel_coords(1, 4, 4, 100).shape == (1, 16, 2)  # capped at H * W
 
 
-@pytest.mark.parametrize("name", ["hungarian", "influencer_reference"])
+@pytest.mark.parametrize("name", ["hungarian", "reference"])
 def test_query_permutation_invariance_point_mode(name):
     out, targets = point_batch(ks=(4, 3), grad=False)
     crit = build_criterion(name, num_classes=C)
@@ -185,7 +192,7 @@ def test_query_permutation_invariance_point_mode(name):
 
 
 def test_pairwise_mask_iou_equals_per_pair_mask_iou():
-    from influencer_core.hungarian import mask_iou, pairwise_mask_iou
+    from influencer_core.masks import mask_iou, pairwise_mask_iou
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(7, 90, generator=g) * 3

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from influencer_core import build_criterion, pack_masks
-from influencer_core.pairwise import pair_stats
+from influencer_core.masks import pair_stats
 from influencer_core.transport import sinkhorn_plan
 
 C = 4
@@ -46,7 +46,7 @@ def as_outputs(mask_logits, cls):
                 ids=["no_exclusion", "exclusion", "query_class_target"])
 def crit(request):
     excl, class_target = request.param
-    return build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80,
+    return build_criterion("ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80,
                            exclusion_weight=excl, class_target=class_target)
 
 
@@ -85,8 +85,8 @@ def test_correct_assignment_beats_duplicate_split_and_merge(crit, seed):
 
 def test_unassigned_queries_go_to_no_object():
     tgt, x, cls, perm = scene(3, q=9, k=3)
-    crit = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80)
-    state = crit.prepare(as_outputs(x, cls), [tgt])
+    crit = build_criterion("ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80)
+    state = crit.prepare([as_outputs(x, cls)], [tgt])
     costs = crit.pair_costs(cls[None], x[None], state["targets"], state["labels"])
     plan = crit.plan(costs, state["targets"].valid)[0]
     for j in range(3):
@@ -134,7 +134,7 @@ def test_small_epsilon_recovers_hungarian_losses(seed, class_target):
     owner = torch.randint(-1, k, (p,), generator=g)
     owner[:k] = torch.arange(k)
     tgt = {"labels": torch.randint(0, C, (k,), generator=g), "masks": (owner[None] == torch.arange(k)[:, None]).float()}
-    crit = build_criterion("influencer_ot", num_classes=C, epsilon=1e-4, sinkhorn_iters=400,
+    crit = build_criterion("ot", num_classes=C, epsilon=1e-4, sinkhorn_iters=400,
                            class_target=class_target)
     got = crit(as_outputs(x, cls), [tgt])
     ref = hungarian_reference(cls, x, tgt)
@@ -162,7 +162,7 @@ def test_sinkhorn_marginals_and_hard_limit():
 
 
 def test_k_greater_than_q_and_zero_instances():
-    crit = build_criterion("influencer_ot", num_classes=C, exclusion_weight=1.0)
+    crit = build_criterion("ot", num_classes=C, exclusion_weight=1.0)
     x = torch.randn(2, 3, 40, requires_grad=True)
     cls = torch.randn(2, 3, C + 1, requires_grad=True)
     owner = torch.randint(-1, 6, (40,))
@@ -176,7 +176,7 @@ def test_k_greater_than_q_and_zero_instances():
 
 
 def test_batched_equals_per_image_combination():
-    crit = build_criterion("influencer_ot", num_classes=C, exclusion_weight=1.0)
+    crit = build_criterion("ot", num_classes=C, exclusion_weight=1.0)
     scenes = [scene(s, q=7) for s in (1, 2)]
     per = [crit(as_outputs(x, cls), [tgt]) for tgt, x, cls, _ in scenes]
     ks = [len(s[0]["labels"]) for s in scenes]
@@ -194,7 +194,7 @@ def test_permutation_invariance_and_overlapping_masks():
     cls = torch.randn(8, C + 1, generator=g)
     masks = (torch.rand(4, 60, generator=g) > 0.6).float()  # overlapping instances
     labels = torch.randint(0, C, (4,), generator=g)
-    crit = build_criterion("influencer_ot", num_classes=C, exclusion_weight=1.0)
+    crit = build_criterion("ot", num_classes=C, exclusion_weight=1.0)
     base = crit(as_outputs(x, cls), [{"labels": labels, "masks": masks}])
     qp, kp = torch.randperm(8), torch.randperm(4)
     got = crit(as_outputs(x[qp], cls[qp]), [{"labels": labels[kp], "masks": masks[kp]}])
@@ -204,7 +204,7 @@ def test_permutation_invariance_and_overlapping_masks():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_saturated_inputs(dtype):
-    crit = build_criterion("influencer_ot", num_classes=C, num_points=300, exclusion_weight=1.0)
+    crit = build_criterion("ot", num_classes=C, num_points=300, exclusion_weight=1.0)
     masks = torch.where(torch.rand(2, 6, 32, 32) > 0.5, 50.0, -50.0).to(dtype).requires_grad_()
     cls = (torch.randn(2, 6, C + 1) * 50).to(dtype).requires_grad_()
     targets = [{"labels": torch.tensor([0, 1]), "masks": torch.rand(2, 32, 32) > 0.5},
@@ -223,7 +223,7 @@ def test_no_combinatorial_solver_at_train_time(monkeypatch):
 
     monkeypatch.setattr(scipy.optimize, "linear_sum_assignment", boom)
     tgt, x, cls, _ = scene(0)
-    crit = build_criterion("influencer_ot", num_classes=C)
+    crit = build_criterion("ot", num_classes=C)
     crit.total_loss(crit(as_outputs(x.requires_grad_(), cls), [tgt])).backward()
 
 
@@ -249,7 +249,7 @@ def test_pair_stats_match_autograd():
 
 def test_importance_points_gather_on_owned_boundaries():
     torch.manual_seed(0)
-    crit = build_criterion("influencer_ot", num_classes=C, num_points=400, oversample_ratio=3.0,
+    crit = build_criterion("ot", num_classes=C, num_points=400, oversample_ratio=3.0,
                            importance_sample_ratio=0.75)
     n = 64
     yy, xx = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
@@ -291,7 +291,7 @@ def _image_scene(seed, n=32, hi=6.0):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_importance_sampled_loss_keeps_the_one_to_one_minimum(seed):
-    crit = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, num_points=512,
+    crit = build_criterion("ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, num_points=512,
                            importance_sample_ratio=0.75)
     tgt, x, cls = _image_scene(seed)
     torch.manual_seed(seed)
@@ -315,8 +315,8 @@ def test_class_loss_minimiser_given_a_soft_plan(class_target):
     q, k, p, eos = 5, 2, 40, 0.1
     labels = torch.tensor([1, 3])
     masks = (torch.rand(k, p, generator=g) > 0.5).float()
-    crit = build_criterion("influencer_ot", num_classes=C, no_object_weight=eos, class_target=class_target)
-    state = crit.prepare(as_outputs(torch.zeros(q, p), torch.zeros(q, C + 1)), [{"labels": labels, "masks": masks}])
+    crit = build_criterion("ot", num_classes=C, no_object_weight=eos, class_target=class_target)
+    state = crit.prepare([as_outputs(torch.zeros(q, p), torch.zeros(q, C + 1))], [{"labels": labels, "masks": masks}])
     plan = torch.rand(1, q, k + 1, generator=g)
     plan = plan / plan.sum(-1, keepdim=True)
     target = torch.zeros(q, C + 1)
@@ -339,7 +339,7 @@ def test_class_loss_minimiser_given_a_soft_plan(class_target):
 
 def test_query_class_target_rejects_unknown_name():
     with pytest.raises(ValueError, match="class_target"):
-        build_criterion("influencer_ot", num_classes=C, class_target="soft")
+        build_criterion("ot", num_classes=C, class_target="soft")
 
 
 def test_sinkhorn_capacity_marginals():
@@ -361,8 +361,8 @@ def test_aux_capacity_supervises_intermediate_layers_one_to_many():
     tgt, x, cls, perm = scene(5, q=10, k=2)
     out = as_outputs(x, cls)
     out["aux_outputs"] = [as_outputs(x, cls)]
-    one = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80)
-    many = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, aux_capacity=3.0)
+    one = build_criterion("ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80)
+    many = build_criterion("ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, aux_capacity=3.0)
     a, b = one(out, [tgt]), many(out, [tgt])
     for key in LOSS_KEYS:
         assert b[key].item() == pytest.approx(a[key].item(), rel=1e-5, abs=1e-7)
@@ -379,7 +379,7 @@ def test_aux_capacity_supervises_intermediate_layers_one_to_many():
     assert c["loss_dice_0"].item() == pytest.approx(a["loss_dice"].item(), rel=1e-3, abs=1e-6)
     assert c["loss_ce_0"] < b["loss_ce_0"]  # the copies are what the aux target asks for
     with pytest.raises(ValueError, match="aux_capacity"):
-        build_criterion("influencer_ot", num_classes=C, aux_capacity=0.5)
+        build_criterion("ot", num_classes=C, aux_capacity=0.5)
 
 
 def test_exclusion_term_pushes_only_duplicates_to_no_object():
@@ -387,7 +387,7 @@ def test_exclusion_term_pushes_only_duplicates_to_no_object():
     copies an instance raises it, and its gradient moves only that query's class logits,
     towards "no object"."""
     tgt, x, cls, perm = scene(2, q=8, k=3)
-    crit = build_criterion("influencer_ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, exclusion_weight=1.0)
+    crit = build_criterion("ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, exclusion_weight=1.0)
     assert crit(as_outputs(x, cls), [tgt])["loss_exclusion"].item() < 1e-4
     free = [i for i in range(8) if i not in perm[:3].tolist()][0]
     xd, cd = x.clone(), cls.clone()
@@ -408,4 +408,4 @@ def test_exclusion_term_pushes_only_duplicates_to_no_object():
     xs[free] = torch.where(torch.rand(x.shape[1], generator=torch.Generator().manual_seed(0)) < 0.15, x[perm[0]], -6.0)
     assert crit(as_outputs(xs, cd), [tgt])["loss_exclusion"].item() < 1e-4
     with pytest.raises(ValueError, match="exclusion_overlap"):
-        build_criterion("influencer_ot", num_classes=C, exclusion_overlap=1.0)
+        build_criterion("ot", num_classes=C, exclusion_overlap=1.0)

@@ -7,11 +7,49 @@ plus the keys that pick and tune the training criterion (``MODEL.MASK_FORMER.CRI
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_influencerformer_config", "CRITERION_NAMES"]
+__all__ = ["add_influencerformer_config", "CRITERION_NAMES", "CRITERION_OPTION_KEYS", "NOT_IN_2D"]
 
-# Names accepted by MODEL.MASK_FORMER.CRITERION; they are the keys of influencer_core.CRITERIA
-# (kept literal here so that reading a config never needs influencer_core).
-CRITERION_NAMES = ("hungarian", "influencer_reference", "influencer_ot")
+# Names accepted by MODEL.MASK_FORMER.CRITERION: the three arms, the keys of influencer_core.CRITERIA
+# (kept literal here so that reading a config never needs influencer_core); the earlier
+# "influencer_reference" / "influencer_ot" still work, with a warning.
+CRITERION_NAMES = ("hungarian", "reference", "ot")
+
+# The one mapping from influencer_core criterion options to config keys (under
+# MODEL.MASK_FORMER): build_criterion_from_cfg passes every option of the chosen criterion
+# through it, and a test fails when a core option has neither a key here nor an entry in
+# NOT_IN_2D.
+CRITERION_OPTION_KEYS = {
+    # shared by the three criteria (Mask2Former's keys)
+    "class_weight": "CLASS_WEIGHT",
+    "no_object_weight": "NO_OBJECT_WEIGHT",
+    "num_points": "TRAIN_NUM_POINTS",
+    "deep_supervision": "DEEP_SUPERVISION",
+    "mask_weight": "MASK_WEIGHT",
+    "dice_weight": "DICE_WEIGHT",
+    "oversample_ratio": "OVERSAMPLE_RATIO",
+    "importance_sample_ratio": "IMPORTANCE_SAMPLE_RATIO",
+    # reference
+    "influencer_weight": "INFLUENCER.WEIGHT",
+    "attr_weight": "INFLUENCER.ATTR_WEIGHT",
+    "rep_weight": "INFLUENCER.REP_WEIGHT",
+    "bg_weight": "INFLUENCER.BG_WEIGHT",
+    "rep_margin": "INFLUENCER.REP_MARGIN",
+    "temperature": "INFLUENCER.TEMPERATURE",
+    "eps": "INFLUENCER.PROFILE_EPS",
+    # ot
+    "epsilon": "INFLUENCER.EPSILON",
+    "sinkhorn_iters": "INFLUENCER.SINKHORN_ITERS",
+    "exclusion_weight": "INFLUENCER.EXCLUSION_WEIGHT",
+    "exclusion_overlap": "INFLUENCER.EXCLUSION_OVERLAP",
+    "class_target": "INFLUENCER.CLASS_TARGET",
+    "aux_capacity": "INFLUENCER.AUX_CAPACITY",
+    "reuse_final_plan": "INFLUENCER.REUSE_FINAL_PLAN",
+}
+# core options without a 2D key, and why
+NOT_IN_2D = {
+    "score_weight": "objectness loss: Mask2Former has no objectness head (OneFormer3D's option)",
+    "score_iou_thr": "objectness loss: Mask2Former has no objectness head (OneFormer3D's option)",
+}
 
 
 def add_influencerformer_config(cfg):
@@ -108,8 +146,8 @@ def add_influencerformer_config(cfg):
 
     # ---- InfluencerFormer: training criterion ------------------------------------------------
     # One of CRITERION_NAMES: "hungarian" (Mask2Former's matching baseline),
-    # "influencer_reference" (mask-matrix Influencer loss), "influencer_ot" (entropic transport).
-    cfg.MODEL.MASK_FORMER.CRITERION = "influencer_ot"
+    # "reference" (mask-matrix Influencer loss), "ot" (entropic transport, no matching).
+    cfg.MODEL.MASK_FORMER.CRITERION = "ot"
     cfg.MODEL.MASK_FORMER.INFLUENCER = CN()
     # Reference variant: weights of the attractive, repulsive and background terms, the
     # repulsion margin, the softmax temperature and the weight of the whole influencer term.
@@ -119,6 +157,8 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.REP_MARGIN = 1.0
     cfg.MODEL.MASK_FORMER.INFLUENCER.TEMPERATURE = 1.0
     cfg.MODEL.MASK_FORMER.INFLUENCER.WEIGHT = 5.0
+    # log(p + PROFILE_EPS) in the profiles keeps them finite
+    cfg.MODEL.MASK_FORMER.INFLUENCER.PROFILE_EPS = 1e-6
     # Transport variant: entropic regularisation, Sinkhorn iterations and the weight of the
     # exclusion term (an extra "no object" push on queries whose mask copies an instance the
     # plan gives to another query; 2.0 = the class weight, 0 disables it); class/mask/dice
@@ -128,6 +168,8 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.5
     cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_ITERS = 50
     cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 2.0
+    # A query counts as a copy of an instance above this dice coefficient with it.
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_OVERLAP = 0.5
     # Class loss from the plan: "mass" (each unit of plan mass is a CE term, no-object mass
     # weighted by NO_OBJECT_WEIGHT) or "query" (one CE per query against its plan row as a soft
     # label, so a query's class probability estimates how much of an instance it owns).
@@ -135,6 +177,8 @@ def add_influencerformer_config(cfg):
     # Query mass each instance takes in the auxiliary decoder layers (1: one-to-one as in the
     # final layer; > 1: one-to-many supervision of the intermediate predictions).
     cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY = 1.0
+    # True: every decoder layer is supervised with the final layer's plan.
+    cfg.MODEL.MASK_FORMER.INFLUENCER.REUSE_FINAL_PLAN = False
     # Epsilon annealing during training (influencer_core.schedules.EpsilonSchedule): "constant"
     # keeps EPSILON; "linear" / "cosine" / "exp" go from EPSILON to EPSILON_END between
     # EPSILON_WARMUP and SOLVER.MAX_ITER iterations (the trainer's EpsilonAnnealingHook).

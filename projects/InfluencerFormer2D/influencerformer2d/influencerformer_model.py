@@ -19,7 +19,9 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.memory import retry_if_cuda_oom
 
-from influencer_core import CRITERIA, build_criterion
+from influencer_core import CRITERIA, build_criterion, canonical_criterion_name, criterion_options
+
+from .config import CRITERION_OPTION_KEYS
 
 __all__ = ["InfluencerFormer", "build_criterion_from_cfg"]
 
@@ -52,28 +54,23 @@ class _Stopwatch:
 
 
 def build_criterion_from_cfg(cfg, num_classes: int):
-    """The criterion named by ``MODEL.MASK_FORMER.CRITERION`` with the config's weights."""
+    """The criterion named by ``MODEL.MASK_FORMER.CRITERION``; every option it takes comes from
+    its config key in :data:`~influencerformer2d.config.CRITERION_OPTION_KEYS`."""
     mf = cfg.MODEL.MASK_FORMER
-    name = mf.CRITERION
-    if name not in CRITERIA:
-        raise ValueError(f"MODEL.MASK_FORMER.CRITERION={name!r}; choose one of {sorted(CRITERIA)}")
-    common = dict(num_classes=num_classes, class_weight=mf.CLASS_WEIGHT, no_object_weight=mf.NO_OBJECT_WEIGHT,
-                  num_points=mf.TRAIN_NUM_POINTS, deep_supervision=mf.DEEP_SUPERVISION)
-    inf = mf.INFLUENCER
-    if name == "hungarian":
-        extra = dict(mask_weight=mf.MASK_WEIGHT, dice_weight=mf.DICE_WEIGHT, oversample_ratio=mf.OVERSAMPLE_RATIO,
-                     importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
-    elif name == "influencer_reference":
-        extra = dict(influencer_weight=inf.WEIGHT, attr_weight=inf.ATTR_WEIGHT, rep_weight=inf.REP_WEIGHT,
-                     bg_weight=inf.BG_WEIGHT, rep_margin=inf.REP_MARGIN, temperature=inf.TEMPERATURE)
-    elif name == "influencer_ot":
-        extra = dict(mask_weight=mf.MASK_WEIGHT, dice_weight=mf.DICE_WEIGHT, exclusion_weight=inf.EXCLUSION_WEIGHT,
-                     epsilon=inf.EPSILON, sinkhorn_iters=inf.SINKHORN_ITERS, class_target=inf.CLASS_TARGET,
-                     aux_capacity=inf.AUX_CAPACITY,
-                     oversample_ratio=mf.OVERSAMPLE_RATIO, importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
-    else:  # a criterion registered by a user: only the common arguments
-        extra = {}
-    return build_criterion(name, **common, **extra)
+    try:
+        name = canonical_criterion_name(mf.CRITERION)
+    except KeyError:
+        raise ValueError(f"MODEL.MASK_FORMER.CRITERION={mf.CRITERION!r}; choose one of {sorted(CRITERIA)}") from None
+    kwargs = {}
+    for option in criterion_options(CRITERIA[name]):
+        key = CRITERION_OPTION_KEYS.get(option)
+        if key is None:  # objectness options, or an option of a user's criterion: its default
+            continue
+        node = mf
+        for part in key.split("."):
+            node = node[part]
+        kwargs[option] = node
+    return build_criterion(name, num_classes=num_classes, **kwargs)
 
 
 @META_ARCH_REGISTRY.register()

@@ -21,8 +21,8 @@ _ROOT = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.dirname(_os.
 if _os.path.isdir(_os.path.join(_ROOT, "influencer_core")) and _ROOT not in _sys.path:
     _sys.path.append(_ROOT)
 
-from .criterion import HungarianInstanceCriterion, InfluencerCriterion  # noqa: E402,F401
-from . import models  # noqa: E402,F401  (backbone, decoder)
+from . import models  # noqa: E402,F401  (backbone, decoder, criteria)
+from .models import HungarianInstanceCriterion, InfluencerCriterion  # noqa: E402,F401
 from . import data, evaluation  # noqa: E402,F401  (transforms, datasets, UnifiedSegMetric)
 from . import hooks  # noqa: E402,F401  (EpsilonAnnealingHook)
 

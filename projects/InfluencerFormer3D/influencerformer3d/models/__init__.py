@@ -8,3 +8,5 @@ from .unified_criterion import (  # noqa: F401
     LooseInstanceData, S3DISUnifiedCriterion, ScanNetUnifiedCriterion)
 from .data_preprocessor import Det3DDataPreprocessor_  # noqa: F401
 from .detector import S3DISOneFormer3D, ScanNetOneFormer3D, mask_matrix_nms  # noqa: F401
+from .influencer_criterion import InfluencerCriterion  # noqa: F401
+from .instance_criterion import HungarianInstanceCriterion  # noqa: F401

@@ -1,0 +1,58 @@
+"""OneFormer3D's criterion inputs in influencer_core's vocabulary (renaming only, no math).
+
+``pred``: ``cls_preds`` (list over scenes of [Q_i, C+1]), ``scores`` (list of [Q_i, 1] or of
+``None``, or ``None``), ``masks`` (list of [Q_i, P_i] superpoint logits), optionally
+``aux_outputs`` (list of dicts with the same keys, earlier decoder layers).  ``insts``: list over
+scenes of InstanceData-like objects (or dicts) with ``sp_masks`` [K_i, P_i], ``labels_3d`` [K_i]
+and, for sparse matching, ``query_masks`` [K_i, Q_i].
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+__all__ = ["core_outputs", "core_targets", "get_field", "get_optional_field"]
+
+
+def get_field(obj, name):
+    """``obj[name]`` for dicts, ``obj.name`` otherwise."""
+    if isinstance(obj, dict):
+        return obj[name]
+    return getattr(obj, name)
+
+
+def get_optional_field(obj, name, default=None):
+    """Like :func:`get_field`, ``default`` when absent (dicts, mmengine data elements, objects)."""
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    getter = getattr(obj, "get", None)
+    if callable(getter):  # mmengine data elements
+        return getter(name, default)
+    return getattr(obj, name, default)
+
+
+def _layer(layer: Dict, where: str) -> Dict:
+    for key in ("cls_preds", "masks"):
+        if key not in layer:
+            raise KeyError(f"{where} lacks '{key}': expected OneFormer3D decoder outputs (cls_preds, scores, masks)")
+    return {"pred_logits": list(layer["cls_preds"]), "pred_masks": list(layer["masks"]),
+            "pred_scores": layer.get("scores", None)}
+
+
+def core_outputs(pred: Dict) -> Dict:
+    """OneFormer3D decoder outputs -> influencer_core outputs (same tensors, renamed keys)."""
+    out = _layer(pred, "pred")
+    out["aux_outputs"] = [_layer(aux, f"pred['aux_outputs'][{i}]")
+                          for i, aux in enumerate(pred.get("aux_outputs", None) or [])]
+    return out
+
+
+def core_targets(insts: Sequence) -> List[Dict]:
+    """Per-scene ground truth -> influencer_core targets (``labels``, ``masks``, ``query_masks``)."""
+    out = []
+    for inst in insts:
+        t = {"labels": get_field(inst, "labels_3d"), "masks": get_field(inst, "sp_masks")}
+        query_masks = get_optional_field(inst, "query_masks")
+        if query_masks is not None:
+            t["query_masks"] = query_masks
+        out.append(t)
+    return out

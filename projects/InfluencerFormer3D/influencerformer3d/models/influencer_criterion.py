@@ -1,0 +1,130 @@
+"""Matching-free ``InfluencerCriterion`` for OneFormer3D-style models: a thin adapter over
+influencer_core (``variant='ot'``: :class:`~influencer_core.OTInfluencerCriterion`,
+``'reference'``: :class:`~influencer_core.ReferenceInfluencerCriterion`).
+
+The adapter renames OneFormer3D's keys, maps its arguments onto the core's options and applies
+``loss_weight``; the loop over decoder layers, the transport plan, every loss and the
+objectness term are the core's.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Dict, Sequence
+
+from torch import Tensor
+
+from influencer_core import OTInfluencerCriterion, ReferenceInfluencerCriterion, criterion_options
+
+from .criterion_inputs import core_outputs, core_targets
+
+try:
+    from mmdet3d.registry import MODELS
+except ImportError:  # pragma: no cover
+    MODELS = None
+
+__all__ = ["InfluencerCriterion", "VARIANTS", "DEFAULTS", "CORE_ONLY"]
+
+VARIANTS = {"ot": OTInfluencerCriterion, "reference": ReferenceInfluencerCriterion}
+
+#: the project's 3D values where they differ from the core's (2D, Mask2Former-scaled) defaults;
+#: a config states only what depends on its dataset (num_classes, non_object_weight)
+DEFAULTS = dict(mask_weight=1.0, dice_weight=1.0, exclusion_weight=0.5, epsilon=0.1, bg_weight=0.1,
+                score_weight=0.5, score_iou_thr=0.5)
+
+#: core options a 3D config sets another way or that do not apply to superpoints
+CORE_ONLY = {
+    "class_weight": "loss_weight[0]",
+    "influencer_weight": "loss_weight[1]",
+    "no_object_weight": "non_object_weight",
+    "reuse_final_plan": "iter_matcher=False",
+    "deep_supervision": "always on: OneFormer3D supervises every decoder layer",
+    "num_points": "image mode only (superpoints use every point)",
+    "oversample_ratio": "image mode only",
+    "importance_sample_ratio": "image mode only",
+}
+
+
+def _options(variant: str) -> set:
+    return set(criterion_options(VARIANTS[variant])) - set(CORE_ONLY)
+
+
+class InfluencerCriterion:
+    """Drop-in for OneFormer3D's ``InstanceCriterion``: ``criterion(pred, insts)`` returns
+    ``{'inst_loss': scalar}`` summed over the final and every auxiliary decoder layer.
+
+    Args:
+        num_classes: instance classes (``cls_preds`` has ``num_classes + 1`` columns).
+        loss_weight: ``[cls, mask_scale]`` (a third element overrides ``score_weight``): the class
+            weight of the loss and of the plan's cost, and a factor on the mask terms
+            (``'ot'``: mask, dice and exclusion losses; ``'reference'``: the influencer term).
+        non_object_weight: CE weight of "no object" (OneFormer3D: 0.05 on S3DIS, 0.1 on ScanNet).
+        variant: ``'ot'`` (default) or ``'reference'``.
+        iter_matcher: ``False`` supervises every layer with the final layer's plan ('ot'), as
+            OneFormer3D reuses its matching.
+        **options: any option of the variant's core class (see its docstring), e.g. ``epsilon``,
+            ``sinkhorn_iters``, ``exclusion_weight``, ``class_target``, ``aux_capacity``,
+            ``score_weight``, ``score_iou_thr`` ('ot'); ``attr_weight``, ``rep_weight``,
+            ``bg_weight``, ``rep_margin``, ``temperature`` ('reference').  Defaults: the core's,
+            except :data:`DEFAULTS`.  Options of the other variant are ignored with a warning
+            (configs that switch ``variant`` keep working); unknown names are an error.
+
+    Not an ``nn.Module`` (as upstream), so a model's checkpoint layout is unchanged; the final
+    layer's detached losses of the last call are kept in ``last_stats``.
+    """
+
+    def __init__(self, num_classes: int, loss_weight: Sequence[float] = (0.5, 1.0),
+                 non_object_weight: float = 0.1, variant: str = "ot", iter_matcher: bool = True,
+                 matcher=None, fix_dice_loss_weight=None, fix_mean_loss=None, **options):
+        loss_weight = list(loss_weight)
+        if len(loss_weight) not in (2, 3):
+            raise ValueError(f"loss_weight must be [cls, mask_scale] (optionally + score), got {loss_weight}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        mine, other = _options(variant), set().union(*(_options(v) for v in VARIANTS if v != variant))
+        unknown = sorted(set(options) - mine - other)
+        if unknown:
+            settable = sorted(mine | other | {"loss_weight", "non_object_weight", "variant", "iter_matcher"})
+            hint = "; ".join(f"{k}: set by {CORE_ONLY[k]}" for k in unknown if k in CORE_ONLY)
+            raise TypeError(f"InfluencerCriterion got unknown options {unknown}{' (' + hint + ')' if hint else ''}; "
+                            f"options: {settable}")
+        ignored = sorted(set(options) - mine)
+        if ignored:
+            warnings.warn(f"InfluencerCriterion(variant={variant!r}) ignores {ignored} (options of another variant)")
+        kwargs = {k: v for k, v in DEFAULTS.items() if k in mine}
+        kwargs.update({k: v for k, v in options.items() if k in mine})
+        if len(loss_weight) == 3:
+            kwargs["score_weight"] = float(loss_weight[2])
+        self.loss_weight = loss_weight
+        self.num_classes = num_classes
+        self.variant = variant
+        self.iter_matcher = iter_matcher
+        if variant == "ot":
+            self.core = OTInfluencerCriterion(num_classes, class_weight=float(loss_weight[0]),
+                                              no_object_weight=non_object_weight,
+                                              reuse_final_plan=not iter_matcher, **kwargs)
+            scale = float(loss_weight[1])
+            self.scale = {"loss_mask": scale, "loss_dice": scale, "loss_exclusion": scale}
+        else:
+            self.core = ReferenceInfluencerCriterion(num_classes, class_weight=float(loss_weight[0]),
+                                                     influencer_weight=float(loss_weight[1]),
+                                                     no_object_weight=non_object_weight, **kwargs)
+            self.scale = {}
+        self.last_stats: Dict[str, Tensor] = {}
+
+    # epsilon annealing from a hook: ``criterion.epsilon = ...``
+    @property
+    def epsilon(self) -> float:
+        return self.core.epsilon
+
+    @epsilon.setter
+    def epsilon(self, value: float) -> None:
+        self.core.epsilon = value
+
+    def __call__(self, pred: Dict, insts: Sequence) -> Dict[str, Tensor]:
+        losses = self.core(core_outputs(pred), core_targets(insts))
+        self.last_stats = {k: v.detach() for k, v in losses.items() if not k[-1].isdigit()}
+        return {"inst_loss": self.core.total_loss(losses, self.scale)}
+
+
+if MODELS is not None and "InfluencerCriterion" not in MODELS.module_dict:
+    MODELS.register_module(name="InfluencerCriterion", module=InfluencerCriterion)
