@@ -402,11 +402,20 @@ class HungarianCriterion(SetCriterion):
                 start += m
             point_labels = torch.cat(labels) if labels else point_logits.new_zeros(point_logits.shape)
         else:
-            point_logits = torch.cat([masks[b][q].float() for b, (q, _) in enumerate(indices)]) if len(q_idx) else None
-            point_labels = torch.cat([t["masks"].to(device)[k].float() for t, (_, k) in zip(targets, indices)]) if len(q_idx) else None
-            if point_logits is None:  # no targets in the batch: zero loss that still reaches the masks
+            pairs = [(masks[b][q].float(), t["masks"].to(device)[k].float())
+                     for b, (t, (q, k)) in enumerate(zip(targets, indices)) if len(q)]
+            if not pairs:  # no targets in the batch: zero loss that still reaches the masks
                 zero = sum(m.sum() for m in masks) * 0.0 if isinstance(masks, (list, tuple)) else masks.sum() * 0.0
                 return {"loss_ce": loss_ce, "loss_mask": zero, "loss_dice": zero}
+            if len({x.shape[-1] for x, _ in pairs}) > 1:  # images with different point counts
+                num_masks = state["num_masks"]
+                return {
+                    "loss_ce": loss_ce,
+                    "loss_mask": sum(sigmoid_ce_per_mask(x, y).sum() for x, y in pairs) / num_masks,
+                    "loss_dice": sum(dice_per_mask(x, y).sum() for x, y in pairs) / num_masks,
+                }
+            point_logits = torch.cat([x for x, _ in pairs])
+            point_labels = torch.cat([y for _, y in pairs])
         num_masks = state["num_masks"]
         return {
             "loss_ce": loss_ce,

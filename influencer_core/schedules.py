@@ -1,6 +1,6 @@
 """Training-time schedules for criterion hyper-parameters (the transport temperature ``epsilon``).
 
-The entropic plan of ``influencer_ot`` is soft for a large ``epsilon`` (every query shares every
+The entropic plan of the ``ot`` criterion is soft for a large ``epsilon`` (every query shares every
 instance a little: smooth, stable gradients early on) and tends to the one-to-one assignment as
 ``epsilon`` -> 0.  :class:`EpsilonSchedule` maps training progress to ``epsilon`` so that a loop
 can start soft and finish sharp; the 2D trainer (detectron2 hook) and the 3D plugin (mmengine

@@ -134,7 +134,7 @@ def test_config_defaults():
     assert cfg.MODEL.SWIN.QK_SCALE is None and cfg.MODEL.SWIN.DEPTHS == [2, 2, 6, 2]
     assert cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA == 1.0 and cfg.INPUT.SIZE_DIVISIBILITY == -1
     # ours
-    assert mf.CRITERION == "influencer_ot"
+    assert mf.CRITERION == "ot"
     inf = mf.INFLUENCER
     assert (inf.ATTR_WEIGHT, inf.REP_WEIGHT, inf.BG_WEIGHT, inf.REP_MARGIN, inf.TEMPERATURE, inf.WEIGHT) == (
         1.0, 1.0, 1.0, 1.0, 1.0, 5.0)

@@ -84,7 +84,7 @@ def _batch(dataset, n=2):
     return [mapper(r) for r in DatasetCatalog.get(dataset)[:n]]
 
 
-@pytest.mark.parametrize("criterion", ["hungarian", "influencer_reference", "influencer_ot"])
+@pytest.mark.parametrize("criterion", ["hungarian", "reference", "ot"])
 def test_full_model_forward_backward_each_criterion(synthetic_root, criterion):
     cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.CRITERION", criterion, "DATASETS.TRAIN",
                    ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256)
@@ -99,7 +99,7 @@ def test_full_model_forward_backward_each_criterion(synthetic_root, criterion):
     assert all(p.grad is not None for p in head)
 
 
-@pytest.mark.parametrize("criterion", ["hungarian", "influencer_ot"])
+@pytest.mark.parametrize("criterion", ["hungarian", "ot"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_full_model_under_autocast(synthetic_root, criterion, dtype):
     """Mixed precision (CUDA's AMP trains in float16 autocast) through the whole model and
@@ -165,7 +165,7 @@ def test_twenty_iterations_lower_the_loss(tmp_path, synthetic_root):
 
 def test_epsilon_annealing_hook_sets_and_logs_epsilon(tmp_path, synthetic_root):
     cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 4, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
-                     "MODEL.MASK_FORMER.CRITERION", "influencer_ot", "MODEL.MASK_FORMER.INFLUENCER.EPSILON", 0.4,
+                     "MODEL.MASK_FORMER.CRITERION", "ot", "MODEL.MASK_FORMER.INFLUENCER.EPSILON", 0.4,
                      "MODEL.MASK_FORMER.INFLUENCER.EPSILON_END", 0.025,
                      "MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE", "exp")
     trainer = _run_trainer(cfg)
@@ -283,7 +283,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @cuda
-@pytest.mark.parametrize("criterion", ["hungarian", "influencer_ot"])
+@pytest.mark.parametrize("criterion", ["hungarian", "ot"])
 def test_cuda_amp_training_and_evaluation(tmp_path, synthetic_root, criterion, fused_msda_calls):
     """The GPU path end to end: AMPTrainer (float16 autocast, gradient scaler), the fused
     deformable attention inside the model, then COCO panoptic / instance evaluation."""
@@ -309,7 +309,7 @@ def test_cuda_amp_training_and_evaluation(tmp_path, synthetic_root, criterion, f
 def test_cuda_training_step_never_syncs_with_the_host(synthetic_root):
     """influencer_ot's whole training step (model, criterion, statistics, backward) queues GPU
     work without waiting for it (CUDA sync debug mode turns a synchronisation into an error)."""
-    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.CRITERION", "influencer_ot", "DATASETS.TRAIN",
+    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.CRITERION", "ot", "DATASETS.TRAIN",
                    ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256)
     cfg.MODEL.DEVICE = "cuda"
     model = build_model(cfg).train()

@@ -19,8 +19,7 @@ if PROJECT not in sys.path:
 from mmengine.structures import InstanceData  # noqa: E402
 
 import influencerformer3d  # noqa: E402,F401
-from influencerformer3d import criterion as crit_mod  # noqa: E402
-from influencerformer3d.criterion import HungarianInstanceCriterion, InfluencerCriterion  # noqa: E402
+from influencerformer3d.models import HungarianInstanceCriterion, InfluencerCriterion  # noqa: E402
 from influencer_core import OTInfluencerCriterion  # noqa: E402
 
 C = 4
@@ -189,7 +188,7 @@ def test_gradients_reach_cls_masks_and_scores(kw):
     # the score loss is really there: the well-predicted queries' scores get a gradient
     assert float(pred["scores"][0].grad[:2].abs().sum()) > 0
     # and the total is built from gradient-carrying terms only
-    assert set(crit.last_stats) >= {"cls", "mask", "score"}
+    assert set(crit.last_stats) >= {"loss_ce", "loss_score"}
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=["ot", "reference"])
@@ -230,16 +229,20 @@ def test_ot_wrapper_is_the_core_loss(class_target, aux_capacity, excl, n_aux):
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=["ot", "reference"])
-def test_query_groups_combine_like_one_batch(kw, monkeypatch):
-    """Scenes processed separately (as for ragged query counts) give the batched loss."""
+def test_ragged_query_counts_are_the_core_on_per_scene_lists(kw):
+    """ScanNet-style scenes with different query counts go to the core as per-scene lists (the
+    core's test_ragged_queries checks those against scenes run alone)."""
     ps = (30, 41, 25)
     insts = make_insts((3, 0, 5), ps, seed=7)
-    pred = make_pred((6, 6, 6), ps, insts, seed=4, good=2, aux_scores=(True,))
+    pred = make_pred((6, 4, 5), ps, insts, seed=4, good=2, aux_scores=(True,))
     crit = InfluencerCriterion(num_classes=C, score_iou_thr=None, **kw)
-    batched = crit(pred, insts)["inst_loss"]
-    monkeypatch.setattr(crit_mod, "_query_groups", lambda cls: [[2], [0], [1]])
-    split = crit(pred, insts)["inst_loss"]
-    assert torch.allclose(batched, split, rtol=1e-5, atol=1e-6)
+    total = crit(pred, insts)["inst_loss"]
+    lists = lambda layer: {"pred_logits": layer["cls_preds"], "pred_masks": layer["masks"],  # noqa: E731
+                           "pred_scores": layer["scores"]}
+    outputs = dict(lists(pred), aux_outputs=[lists(a) for a in pred["aux_outputs"]])
+    ref = crit.core(outputs, [{"labels": i.labels_3d, "masks": i.sp_masks} for i in insts])
+    assert torch.equal(total, crit.core.total_loss(ref, crit.scale))
+    assert "loss_score" in ref and "loss_score_0" in ref and torch.isfinite(total)
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=["ot", "reference"])

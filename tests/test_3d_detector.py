@@ -30,7 +30,8 @@ from mmengine.structures import InstanceData  # noqa: E402
 import influencerformer3d  # noqa: E402,F401
 from influencerformer3d.checkpoint import (  # noqa: E402
     load_oneformer3d_checkpoint, to_spconv1_layout)
-from influencerformer3d.criterion import HungarianInstanceCriterion, sparse_match  # noqa: E402
+from influencerformer3d.models import HungarianInstanceCriterion  # noqa: E402
+from influencer_core.matching import sparse_match  # noqa: E402
 from influencerformer3d.models.detector import mask_matrix_nms  # noqa: E402
 from influencerformer3d.models.unified_criterion import LooseInstanceData  # noqa: E402
 

@@ -42,7 +42,7 @@ def test_condensation_cuda_matches_cpu():
 
 
 @cuda
-@pytest.mark.parametrize("name", ["hungarian", "influencer_reference", "influencer_ot"])
+@pytest.mark.parametrize("name", ["hungarian", "reference", "ot"])
 def test_criterion_point_mode_cuda_matches_cpu(name):
     torch.manual_seed(0)
     out = {"pred_logits": torch.randn(2, 30, 6, requires_grad=True),
@@ -61,7 +61,7 @@ def test_criterion_point_mode_cuda_matches_cpu(name):
 
 
 @cuda
-@pytest.mark.parametrize("name", ["hungarian", "influencer_reference", "influencer_ot"])
+@pytest.mark.parametrize("name", ["hungarian", "reference", "ot"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_criterion_under_autocast(name, dtype):
     layers = [{"pred_logits": torch.randn(2, 50, 11, device="cuda", requires_grad=True),
@@ -83,7 +83,7 @@ def test_criterion_under_autocast(name, dtype):
 
 
 @cuda
-@pytest.mark.parametrize("name", ["influencer_reference", "influencer_ot"])
+@pytest.mark.parametrize("name", ["reference", "ot"])
 @pytest.mark.parametrize("mode", ["points", "image"])
 def test_matching_free_criteria_never_sync_with_the_host(name, mode):
     """No device-to-host synchronisation in forward or backward (CUDA sync debug mode)."""

@@ -26,7 +26,7 @@ def _worker(rank, port, queue):
     try:
         torch.set_num_threads(1)
         out = {"num_masks": float(criterion_module.num_masks_across_workers(_batch(rank)[1], "cpu"))}
-        for name in ("hungarian", "influencer_ot"):
+        for name in ("hungarian", "ot"):
             crit = build_criterion(name, num_classes=C)
             out[name] = {k: float(v) for k, v in crit(*_batch(rank)).items()}
         queue.put((rank, out))
@@ -57,7 +57,7 @@ def test_mask_count_is_averaged_over_workers():
     # each worker's losses = its single-process losses with the mask count 2 in place of its own
     for rank in (0, 1):
         local = max(sum(MASKS[rank]), 1)
-        for name in ("hungarian", "influencer_ot"):
+        for name in ("hungarian", "ot"):
             single = {k: float(v) for k, v in build_criterion(name, num_classes=C)(*_batch(rank)).items()}
             got = results[rank][name]
             assert set(got) == set(single)

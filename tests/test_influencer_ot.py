@@ -1,4 +1,4 @@
-"""Properties of the matching-free transport criterion (influencer_ot)."""
+"""Properties of the matching-free transport criterion (ot)."""
 import numpy as np
 import pytest
 import torch

@@ -6,7 +6,7 @@
     python tools/train_net.py --config-file ... --resume
 
 The criterion is chosen by MODEL.MASK_FORMER.CRITERION (hungarian,
-influencer_reference, influencer_ot).  Without a GPU, MODEL.DEVICE falls back
+reference, ot).  Without a GPU, MODEL.DEVICE falls back
 to cpu.
 """
 import copy
@@ -87,7 +87,7 @@ class Trainer(DefaultTrainer):
         hooks = super().build_hooks()
         schedule = epsilon_schedule_from_cfg(self.cfg)
         model = unwrap_model(self.model)
-        # EPSILON_* are influencer_ot's knobs; other criteria ignore them like the other INFLUENCER keys
+        # EPSILON_* are the ot criterion's knobs; other criteria ignore them like the other INFLUENCER keys
         if schedule is not None and hasattr(getattr(model, "criterion", None), "epsilon"):
             hooks.insert(-1, EpsilonAnnealingHook(schedule))  # before the writer: this step's value is logged
         hooks.insert(-1, ModelScalarsHook())  # criterion statistics, read after the step

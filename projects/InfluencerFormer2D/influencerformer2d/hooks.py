@@ -36,7 +36,7 @@ class EpsilonAnnealingHook(HookBase):
         if criterion is None or not hasattr(criterion, "epsilon"):
             raise ValueError(
                 f"MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE={self.schedule.kind!r} needs a criterion with an "
-                f"epsilon (influencer_ot), got {type(criterion).__name__}: set EPSILON_SCHEDULE 'constant'")
+                f"epsilon (the ot criterion), got {type(criterion).__name__}: set EPSILON_SCHEDULE 'constant'")
         return criterion
 
     def before_train(self):

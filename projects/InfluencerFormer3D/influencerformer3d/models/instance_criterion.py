@@ -8,7 +8,6 @@ from typing import Dict, Sequence
 from torch import Tensor
 
 from influencer_core import OneFormer3DHungarianCriterion
-from influencer_core.matching import sparse_match  # noqa: F401  (re-exported: OneFormer3D's SparseMatcher rule)
 
 from .criterion_inputs import core_outputs, core_targets
 
@@ -17,7 +16,7 @@ try:
 except ImportError:  # pragma: no cover
     MODELS = None
 
-__all__ = ["HungarianInstanceCriterion", "sparse_match"]
+__all__ = ["HungarianInstanceCriterion"]
 
 _COSTS = {"QueryClassificationCost": "class_cost", "MaskBCECost": "mask_cost", "MaskDiceCost": "dice_cost"}
 _MATCHERS = {"HungarianMatcher": "hungarian", "SparseMatcher": "sparse"}

@@ -2,8 +2,8 @@
 S3DIS, the queries) into an instance and a semantic part and call one criterion on each.
 
 ``inst_criterion`` is built from mmdet3d's ``MODELS``, so OneFormer3D's ``InstanceCriterion``
-(here :class:`~influencerformer3d.criterion.HungarianInstanceCriterion`) and the matching-free
-:class:`~influencerformer3d.criterion.InfluencerCriterion` plug in unchanged. The returned dict
+(here :class:`~influencerformer3d.models.instance_criterion.HungarianInstanceCriterion`) and the matching-free
+:class:`~influencerformer3d.models.influencer_criterion.InfluencerCriterion` plug in unchanged. The returned dict
 is the instance criterion's (``inst_loss``) updated with the semantic criterion's keys.
 
 Neither class modifies its inputs (upstream slices the decoder's lists in place).
