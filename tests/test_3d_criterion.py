@@ -214,7 +214,7 @@ def test_ot_wrapper_is_the_core_loss(class_target, aux_capacity, excl, n_aux):
     pred = make_layer((7, 7), ps, insts, scores=False, seed=2, good=1)
     pred["aux_outputs"] = [make_layer((7, 7), ps, insts, scores=False, seed=9, good=2)][:n_aux]
     kw = dict(mask_weight=1.0, dice_weight=1.0, class_target=class_target, aux_capacity=aux_capacity,
-              exclusion_weight=excl, exclusion_overlap=0.2)
+              exclusion_weight=excl, exclusion_overlap=0.2, epsilon=0.1)
     crit = InfluencerCriterion(num_classes=C, loss_weight=[0.5, 1.0], non_object_weight=0.05, **kw)
     total = crit(pred, insts)["inst_loss"]
     core = OTInfluencerCriterion(C, class_weight=0.5, no_object_weight=0.05, **kw)

@@ -716,8 +716,8 @@ def test_sparse_matcher_matches_reference():
         matcher=dict(type='SparseMatcher', costs=COSTS, topk=2), loss_weight=[0.5, 1.0, 1.0, 0.5],
         non_object_weight=0.1, num_classes=3, fix_dice_loss_weight=True, iter_matcher=True,
         fix_mean_loss=True)
-    w = crit.cost_weights
-    assert (crit.topk, w['QueryClassificationCost'], w['MaskBCECost']) == (2, 0.5, 1.0)
+    core = crit.core
+    assert (crit.topk, core.matcher, core.class_cost, core.mask_cost) == (2, 'sparse', 0.5, 1.0)
     insts, layer = [], dict(cls_preds=[], masks=[], scores=[])
     for q, p, k in ((9, 20, 3), (4, 15, 2), (6, 10, 0)):
         owner = torch.randint(0, k + 1, (p,), generator=g)
@@ -729,7 +729,9 @@ def test_sparse_matcher_matches_reference():
         layer['masks'].append(torch.randn(q, p, generator=g))
         layer['scores'].append(torch.rand(q, 1, generator=g))
     from influencer_core.masks import pairwise_class_cost, pairwise_dice, pairwise_sigmoid_ce
-    indices = crit.match(layer, insts)
+    from influencerformer3d.models.criterion_inputs import core_outputs, core_targets
+    outputs, targets = core_outputs(layer), core_targets(insts)
+    indices = core.match(outputs, targets)
     for (iq, ik), cls, m, inst in zip(indices, layer['cls_preds'], layer['masks'], insts):
         t = inst['sp_masks'].float()
         if t.shape[0] == 0:
@@ -742,7 +744,7 @@ def test_sparse_matcher_matches_reference():
         assert bool(inst['query_masks'][ik, iq].all())
     # scene 2 has 4 queries > topk: at most 2 per instance; the loss uses these pairs
     loss = crit(layer, insts)['inst_loss']
-    ref, _ = crit.layer_loss(layer, insts, indices, final=True)
+    ref = core.total_loss(core.layer_losses(outputs, targets, {}, 0))
     assert torch.allclose(loss, ref)
     # fewer queries than topk + 1: every allowed pair
     cost = torch.rand(2, 2, generator=g)
