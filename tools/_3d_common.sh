@@ -1,9 +1,10 @@
 # Shared by tools/train_3d.sh and tools/eval_3d.sh (sourced; needs ROOT and a `usage` function).
 
-resolve_arm_config() {  # DATASET ARM -> sets ARM (canonical name) and CONFIG; needs PY
-  # The one rule (dataset, arm) -> config lives in tools/arms.py; old arm names warn there.
+resolve_arm_config() {  # DATASET [ARM] -> sets ARM (canonical name) and CONFIG; needs PY
+  # The one rule (dataset, arm) -> config, and the default arm, live in tools/arms.py; old arm
+  # names warn there.
   local out
-  out=$("$PY" "$ROOT/tools/arms.py" 3d "$1" "$2" --shell) || usage "${out:-$PY could not run tools/arms.py}"
+  out=$("$PY" "$ROOT/tools/arms.py" 3d "$1" ${2:+"$2"} --shell) || usage "${out:-$PY could not run tools/arms.py}"
   read -r ARM CONFIG <<<"$out"
   [[ -f "$ROOT/$CONFIG" ]] || usage "config $CONFIG not found"
 }

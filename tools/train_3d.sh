@@ -42,7 +42,7 @@ EOT
 [[ $# -ge 1 ]] || usage "missing DATASET"
 case "$1" in -h|--help) usage ;; esac
 DATASET=$1; shift
-ARM=ot
+ARM=  # default: tools/arms.py's (ot)
 if [[ $# -ge 1 && "$1" != -* ]]; then ARM=$1; shift; fi
 
 DRY=${PRINT_ONLY:-0}
