@@ -56,7 +56,7 @@ def _train(cfg):
     return runner
 
 
-@pytest.mark.parametrize('config', ['synthetic-rooms_influencer.py', 'synthetic-rooms_baseline.py'])
+@pytest.mark.parametrize('config', ['influencerformer_synthetic-rooms.py', 'oneformer3d_synthetic-rooms.py'])
 def test_training_lowers_the_loss_and_validation_reports_map(config, rooms, tmp_path):
     train_3d.allow_mmengine_checkpoints()
     runner = _train(_cfg(config, rooms, tmp_path, 16))
@@ -69,16 +69,16 @@ def test_training_lowers_the_loss_and_validation_reports_map(config, rooms, tmp_
     assert metrics['all_ap'] <= metrics['all_ap_50%'] <= metrics['all_ap_25%']
     assert (tmp_path / 'iter_16.pth').exists()
     assert 0 < runner.message_hub.get_scalar('train/criterion_time').current() < 60
-    if 'influencer' in config:  # the annealing hook ran: epsilon reached its end value
+    if config.startswith('influencerformer_'):  # variant 'ot': epsilon annealed to its end value
         eps = runner.message_hub.get_scalar('train/epsilon').data[0]
         assert eps[0] == pytest.approx(0.1) and eps[-1] == pytest.approx(0.1 * (0.02) ** (15 / 16))
 
 
 def test_resume_continues_from_the_checkpoint(rooms, tmp_path):
     train_3d.allow_mmengine_checkpoints()
-    first = _train(_cfg('synthetic-rooms_influencer.py', rooms, tmp_path, 2, 'train_cfg.val_interval=100'))
+    first = _train(_cfg('influencerformer_synthetic-rooms.py', rooms, tmp_path, 2, 'train_cfg.val_interval=100'))
     weights = {k: v.clone() for k, v in first.model.state_dict().items()}
-    cfg = _cfg('synthetic-rooms_influencer.py', rooms, tmp_path, 3, 'train_cfg.val_interval=100')
+    cfg = _cfg('influencerformer_synthetic-rooms.py', rooms, tmp_path, 3, 'train_cfg.val_interval=100')
     cfg.resume, cfg.load_from = True, str(tmp_path / 'iter_2.pth')
     from mmengine.runner import Runner
     second = Runner.from_cfg(cfg)

@@ -1,8 +1,9 @@
-"""InfluencerFormer3D configs and train / eval tools: every config loads (and builds its model
-once the plugin registers it), the influencer configs differ from the baselines only in the
-instance criterion, tools/train_3d.py / tools/test_3d.py option handling and data checks, the
-result parsing of test_3d.py, and the argument handling of tools/train_3d.sh / eval_3d.sh
-(through their dry-run mode).  No training here."""
+"""InfluencerFormer3D configs and train / eval tools: every config is named by tools/arms.py's
+rule and loads (and builds its model once the plugin registers it), the influencer configs
+differ from the baselines only in the instance criterion (with unchanged values),
+tools/train_3d.py / tools/test_3d.py option handling and data checks, the result parsing of
+test_3d.py, and the argument handling of tools/train_3d.sh / eval_3d.sh (through their dry-run
+mode).  No training here."""
 import copy
 import glob
 import importlib.util
@@ -21,17 +22,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT = os.path.join(ROOT, 'projects', 'InfluencerFormer3D')
 CONFIG_DIR = os.path.join(PROJECT, 'configs')
 TOOLS = os.path.join(ROOT, 'tools')
-CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
-
-BASELINE_OF = {
-    'influencerformer_1xb2_s3dis-area-5.py': 'oneformer3d_1xb2_s3dis-area-5.py',
-    'influencerformer-reference_1xb2_s3dis-area-5.py': 'oneformer3d_1xb2_s3dis-area-5.py',
-    'influencerformer_1xb4_scannet.py': 'oneformer3d_1xb4_scannet.py',
-    'influencerformer-reference_1xb4_scannet.py': 'oneformer3d_1xb4_scannet.py',
-    'synthetic-rooms_influencer.py': 'synthetic-rooms_baseline.py',
-    'synthetic-rooms_reference.py': 'synthetic-rooms_baseline.py',
-}
-VARIANT_OF = {name: ('reference' if 'reference' in name else 'ot') for name in BASELINE_OF}
 HUNGARIAN_ONLY_KEYS = {'matcher', 'fix_dice_loss_weight', 'fix_mean_loss', '_delete_'}
 
 
@@ -40,6 +30,23 @@ def _load_module(name, path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+arms = _load_module('arms', os.path.join(TOOLS, 'arms.py'))
+
+
+def config_name(dataset, arm):
+    """The config file of (dataset, arm): tools/arms.py's rule."""
+    return os.path.basename(arms.config_3d(dataset, arm))
+
+
+DATASETS = sorted(arms.STEM_3D)
+ARM_OF = {config_name(d, a): (d, a) for d in DATASETS for a in arms.ARMS}  # config -> (dataset, arm)
+INFLUENCER_CONFIGS = sorted(name for name, (_, arm) in ARM_OF.items() if arm != 'hungarian')
+CONFIGS = sorted(ARM_OF)
+# old synthetic-rooms names, kept one release as configs that inherit the renamed ones
+OLD_SYNTHETIC = {f'synthetic-rooms_{old}.py': config_name('synthetic', arms.canonical(old, warn=False))
+                 for old in ('baseline', 'reference', 'influencer')}
 
 
 train_3d = _load_module('train_3d', os.path.join(TOOLS, 'train_3d.py'))
@@ -93,11 +100,27 @@ def _type_names(obj):
 
 # ---------------------------------------------------------------------------------- configs
 def test_config_set():
-    assert set(CONFIGS) >= {
-        'oneformer3d_1xb2_s3dis-area-5.py', 'influencerformer_1xb2_s3dis-area-5.py',
-        'influencerformer-reference_1xb2_s3dis-area-5.py', 'oneformer3d_1xb4_scannet.py',
-        'influencerformer_1xb4_scannet.py', 'synthetic-rooms_baseline.py',
-        'synthetic-rooms_influencer.py'}
+    """Every config of the directory is the rule's config of a (dataset, arm), or an old name."""
+    on_disk = {os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, '*.py'))}
+    assert on_disk == set(CONFIGS) | set(OLD_SYNTHETIC)
+    assert config_name('s3dis', 'hungarian') == 'oneformer3d_1xb2_s3dis-area-5.py'  # upstream names
+    assert config_name('scannet', 'hungarian') == 'oneformer3d_1xb4_scannet.py'
+    assert config_name('s3dis', 'ot') == 'influencerformer_1xb2_s3dis-area-5.py'
+    assert config_name('synthetic', 'reference') == 'influencerformer-reference_synthetic-rooms.py'
+    assert arms.config_3d('s3dis') == arms.config_3d('s3dis', 'ot')
+    with pytest.warns(FutureWarning, match="'baseline' is deprecated"):
+        assert config_name('scannet', 'baseline') == 'oneformer3d_1xb4_scannet.py'
+    with pytest.raises(ValueError, match='unknown arm'):
+        arms.config_3d('s3dis', 'bogus')
+    with pytest.raises(ValueError, match='unknown 3D dataset'):
+        arms.config_3d('mars', 'ot')
+
+
+@pytest.mark.parametrize('old', sorted(OLD_SYNTHETIC))
+def test_old_synthetic_names_inherit_the_renamed_configs(old):
+    with pytest.warns(FutureWarning, match='renamed'):
+        cfg = Config.fromfile(os.path.join(CONFIG_DIR, old))
+    assert cfg.to_dict() == load(OLD_SYNTHETIC[old]).to_dict()
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -112,39 +135,97 @@ def test_config_loads(name):
         assert train_3d.dataset_cfgs(cfg, (split,)), f'{split}_dataloader has no dataset'
 
 
-@pytest.mark.parametrize('name', sorted(BASELINE_OF))
+# InfluencerCriterion's defaults (projects/InfluencerFormer3D/influencerformer3d/criterion.py): the
+# configs give only num_classes and non_object_weight, the per-dataset values.
+CRITERION_DEFAULTS = dict(
+    loss_weight=[0.5, 1.0], variant='ot', attr_weight=1.0, rep_weight=1.0, bg_weight=0.1,
+    rep_margin=1.0, temperature=1.0, mask_weight=1.0, dice_weight=1.0, exclusion_weight=0.5,
+    epsilon=0.1, sinkhorn_iters=50, class_target='query', aux_capacity=1.0, exclusion_overlap=0.5,
+    score_weight=0.5, score_iou_thr=0.5, iter_matcher=True)
+# The criteria the configs built before the defaults moved into the class (literal copy: the
+# values spelled out in the configs, the then class defaults for aux_capacity,
+# exclusion_overlap and score_iou_thr).
+_OT_BEFORE = dict(
+    type='InfluencerCriterion', variant='ot', loss_weight=[0.5, 1.0], num_classes=13,
+    non_object_weight=0.05, attr_weight=1.0, rep_weight=1.0, bg_weight=0.1, rep_margin=1.0,
+    temperature=1.0, mask_weight=1.0, dice_weight=1.0, exclusion_weight=0.5,
+    class_target='query', epsilon=0.1, sinkhorn_iters=50, score_weight=0.5, iter_matcher=True,
+    aux_capacity=1.0, exclusion_overlap=0.5, score_iou_thr=0.5)
+CRITERION_BEFORE = {
+    's3dis': _OT_BEFORE,
+    'synthetic': _OT_BEFORE,
+    'scannet': dict(_OT_BEFORE, num_classes=18, non_object_weight=0.1),
+}
+
+
+def criterion_values(inst):
+    """The InfluencerCriterion arguments a config's inst_criterion builds (class defaults filled in)."""
+    return {**CRITERION_DEFAULTS, **inst.to_dict()}
+
+
+@pytest.mark.parametrize('name', INFLUENCER_CONFIGS)
+def test_influencer_criterion_values_unchanged(name):
+    dataset, arm = ARM_OF[name]
+    inst = load(name).model.criterion.inst_criterion
+    assert set(inst) <= {'type', 'num_classes', 'non_object_weight', 'variant'}, \
+        f'knobs belong to the class defaults: {sorted(inst)}'
+    assert criterion_values(inst) == dict(CRITERION_BEFORE[dataset], variant=arm)
+
+
+def test_criterion_class_defaults():
+    """The values the configs rely on (CRITERION_DEFAULTS) are what InfluencerCriterion builds."""
+    from influencerformer3d.models import InfluencerCriterion
+    for variant in ('ot', 'reference'):
+        crit = InfluencerCriterion(num_classes=13, variant=variant)
+        assert (crit.loss_weight, crit.iter_matcher) == (CRITERION_DEFAULTS['loss_weight'],
+                                                         CRITERION_DEFAULTS['iter_matcher'])
+        core = crit.core
+        got = {}
+        for key in CRITERION_DEFAULTS:
+            for obj in (core, getattr(core, 'mask_loss', None)):
+                if obj is not None and key in vars(obj):
+                    got[key] = getattr(obj, key)
+                    break
+        expected = {k: v for k, v in CRITERION_DEFAULTS.items() if k in got}
+        assert got == expected, variant
+        # the ot core takes the transport knobs, the reference core the profile ones
+        assert {'epsilon', 'exclusion_weight'} <= set(got) if variant == 'ot' else {'bg_weight'} <= set(got)
+
+
+@pytest.mark.parametrize('name', INFLUENCER_CONFIGS)
 def test_influencer_configs_swap_only_the_instance_criterion(name):
-    cfg, base = load(name), load(BASELINE_OF[name])
+    dataset, arm = ARM_OF[name]
+    cfg, base = load(name), load(config_name(dataset, 'hungarian'))
     inst = cfg.model.criterion.inst_criterion
-    assert inst.type == 'InfluencerCriterion'
-    assert inst.variant == VARIANT_OF[name]
+    values = criterion_values(inst)
+    assert inst.type == 'InfluencerCriterion' and values['variant'] == arm
     assert not HUNGARIAN_ONLY_KEYS & set(inst), f'Hungarian keys leaked: {set(inst)}'
-    assert list(inst.loss_weight) == [0.5, 1.0] and inst.bg_weight == 0.1
     assert inst.num_classes == base.model.criterion.inst_criterion.num_classes
     assert inst.non_object_weight == base.model.criterion.inst_criterion.non_object_weight
-    for key in ('attr_weight', 'rep_weight', 'rep_margin', 'temperature', 'iter_matcher'):
-        assert key in inst
     # the only other difference: variant 'ot' anneals its transport temperature
     hooks = list(cfg.get('custom_hooks', []))
     annealing = [h for h in hooks if h['type'] == 'EpsilonAnnealingHook']
-    assert len(annealing) == (1 if inst.variant == 'ot' else 0)
+    assert annealing == ([dict(type='EpsilonAnnealingHook', start=0.1, end=0.002, kind='exp')]
+                         if arm == 'ot' else [])
     if annealing:
-        assert annealing[0]['start'] == inst.epsilon and annealing[0]['end'] < inst.epsilon
+        assert annealing[0]['start'] == values['epsilon']
     cfg.custom_hooks = [h for h in hooks if h['type'] != 'EpsilonAnnealingHook']
     assert _without_inst_criterion(cfg) == _without_inst_criterion(base)
+    assert cfg.custom_hooks == base.custom_hooks  # EmptyCacheHook on the real datasets
+    assert (dataset == 'synthetic') == (not base.custom_hooks)
 
 
 def test_baseline_criteria_are_hungarian():
-    for name in ('oneformer3d_1xb2_s3dis-area-5.py', 'synthetic-rooms_baseline.py'):
+    for name in (config_name('s3dis', 'hungarian'), config_name('synthetic', 'hungarian')):
         inst = load(name).model.criterion.inst_criterion
         assert inst.type == 'InstanceCriterion' and inst.matcher.type == 'HungarianMatcher'
         assert list(inst.loss_weight) == [0.5, 1.0, 1.0, 0.5]
-    inst = load('oneformer3d_1xb4_scannet.py').model.criterion.inst_criterion
+    inst = load(config_name('scannet', 'hungarian')).model.criterion.inst_criterion
     assert inst.matcher.type == 'SparseMatcher' and inst.matcher.topk == 1
 
 
 def test_s3dis_baseline_values():
-    cfg = load('oneformer3d_1xb2_s3dis-area-5.py')
+    cfg = load(config_name('s3dis', 'hungarian'))
     assert cfg.model.voxel_size == 0.05
     assert cfg.model.decoder.num_instance_queries == 400 and cfg.model.decoder.num_layers == 3
     sample = [t for t in cfg.train_pipeline if t['type'] == 'PointSample_']
@@ -165,7 +246,7 @@ def test_s3dis_baseline_values():
 
 
 def test_scannet_baseline_values():
-    cfg = load('oneformer3d_1xb4_scannet.py')
+    cfg = load(config_name('scannet', 'hungarian'))
     assert cfg.train_dataloader.batch_size == 4
     assert {d.data_root for d in train_3d.dataset_cfgs(cfg)} == {'data/scannet/'}
     assert cfg.model.voxel_size == 0.02 and cfg.model.decoder.type == 'ScanNetQueryDecoder'
@@ -177,7 +258,7 @@ def test_scannet_baseline_values():
 
 def test_synthetic_configs_fit_a_cpu():
     gen = _load_module('prepare_synthetic_3d', train_3d.SYNTHETIC_GENERATOR)
-    for name in ('synthetic-rooms_baseline.py', 'synthetic-rooms_influencer.py'):
+    for name in (config_name('synthetic', 'hungarian'), config_name('synthetic', 'ot')):
         cfg = load(name)
         assert cfg.model.num_channels <= 32 and cfg.model.decoder.num_instance_queries <= 64
         assert cfg.model.decoder.num_layers == 2
@@ -229,15 +310,18 @@ def test_model_builds(name):
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params > 0
     inst = model.criterion.inst_criterion
-    if name in BASELINE_OF:
-        assert type(inst).__name__ == 'InfluencerCriterion' and inst.variant == VARIANT_OF[name]
-    if name.startswith('synthetic'):
+    dataset, arm = ARM_OF[name]
+    if arm == 'hungarian':  # the plugin's class registered as InstanceCriterion
+        assert type(inst).__name__ in ('InstanceCriterion', 'HungarianInstanceCriterion')
+    else:
+        assert type(inst).__name__ == 'InfluencerCriterion' and inst.variant == arm
+    if dataset == 'synthetic':
         assert n_params < 4_000_000  # 2.9M: the U-Net planes 16-80 dominate
 
 
 def test_synthetic_dataset_pipeline_runs(tmp_path):
     """The synthetic config's train and test pipelines on 1 tiny room per area."""
-    cfg = load('synthetic-rooms_influencer.py')
+    cfg = load(config_name('synthetic', 'ot'))
     missing = _missing_data_registrations(cfg)
     if missing:
         pytest.skip(f'not registered (yet): {missing}')
@@ -262,8 +346,9 @@ def test_synthetic_dataset_pipeline_runs(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- train_3d.py
-SYNTH = os.path.join(CONFIG_DIR, 'synthetic-rooms_influencer.py')
-S3DIS = os.path.join(CONFIG_DIR, 'oneformer3d_1xb2_s3dis-area-5.py')
+SYNTH = os.path.join(ROOT, arms.config_3d('synthetic', 'ot'))
+S3DIS = os.path.join(ROOT, arms.config_3d('s3dis', 'hungarian'))
+SYNTH_HUNGARIAN = config_name('synthetic', 'hungarian')
 
 
 def test_train_args_and_resume(tmp_path):
@@ -282,7 +367,7 @@ def test_train_args_and_resume(tmp_path):
     assert cfg.train_cfg.max_iters == 5 and cfg.model.voxel_size == 0.1
     assert cfg.work_dir == str(tmp_path) and cfg.launcher == 'pytorch'
     cfg = train_3d.load_config(train_3d.parse_args([SYNTH]))
-    assert cfg.work_dir == os.path.join('./work_dirs', 'synthetic-rooms_influencer')
+    assert cfg.work_dir == os.path.join('./work_dirs', 'influencerformer_synthetic-rooms')
 
     cfg = train_3d.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume']))
     assert cfg.resume is True and cfg.load_from is None
@@ -292,10 +377,10 @@ def test_train_args_and_resume(tmp_path):
     assert cfg.resume is True and cfg.load_from == str(ckpt)
     with pytest.raises(train_3d.ToolError, match='not found'):
         train_3d.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume', 'nope.pth']))
-    cfg = train_3d.apply_train_options(load('synthetic-rooms_baseline.py'),
+    cfg = train_3d.apply_train_options(load(SYNTH_HUNGARIAN),
                                        train_3d.parse_args([SYNTH, '--amp']))
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
-    cfg = load('synthetic-rooms_baseline.py')
+    cfg = load(SYNTH_HUNGARIAN)
     cfg.load_from = str(tmp_path / 'missing.pth')
     with pytest.raises(train_3d.ToolError, match='load_from'):
         train_3d.apply_train_options(cfg, train_3d.parse_args([SYNTH]))
@@ -311,7 +396,7 @@ def test_cpu_guards():
     import torch
     if torch.cuda.is_available():
         pytest.skip('CUDA present')
-    cfg = load('synthetic-rooms_baseline.py')
+    cfg = load(SYNTH_HUNGARIAN)
     with pytest.raises(train_3d.ToolError, match='CUDA'):
         train_3d.check_device(cfg, launcher='pytorch')
     with pytest.raises(train_3d.ToolError, match='--amp'):
@@ -351,14 +436,14 @@ def test_missing_real_data_fails_early_with_command(tmp_path, capsys):
     assert rc == 2
     assert 's3dis_infos_Area_1.pkl' in err and 'datasets/prepare_s3dis.py' in err
     with pytest.raises(train_3d.ToolError, match='prepare_scannet.py'):
-        cfg = load('oneformer3d_1xb4_scannet.py')
+        cfg = load(config_name('scannet', 'hungarian'))
         train_3d.set_data_root(cfg, str(tmp_path / 'nothing'))
         train_3d.ensure_data(cfg)
     assert train_3d.main([str(tmp_path / 'no_config.py')]) == 2
 
 
 def test_synthetic_data_generated_on_demand(tmp_path):
-    cfg = load('synthetic-rooms_baseline.py')
+    cfg = load(SYNTH_HUNGARIAN)
     root = str(tmp_path / 'synthetic')
     train_3d.set_data_root(cfg, root)
     cfg.synthetic_data = dict(num_rooms_per_area=1, areas=[1, 2, 3, 4, 5, 6], points=600,
@@ -433,28 +518,57 @@ def _sh(script, *args, **env):
                           text=True, env=full_env, timeout=60)
 
 
-@pytest.mark.parametrize('args', [(), ('foo',), ('s3dis', 'bogus'), ('scannet', 'hungarian')])
+@pytest.mark.parametrize('args', [(), ('foo',), ('s3dis', 'bogus'), ('scannet', 'influencer_tp')])
 def test_train_sh_bad_arguments(args):
     r = _sh('train_3d.sh', *args)
     assert r.returncode == 2 and 'usage: tools/train_3d.sh' in r.stderr and 'error:' in r.stderr
 
 
+def _dry_config(script, *args):
+    r = _sh(script, *args, GPUS='0', PRINT_ONLY='1')
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()[3], r.stderr  # CUDA_VISIBLE_DEVICES= python tools/x.py CONFIG ...
+
+
+@pytest.mark.parametrize('dataset', DATASETS)
+@pytest.mark.parametrize('arm', arms.ARMS)
+def test_train_sh_config_is_the_rule(dataset, arm):
+    config, err = _dry_config('train_3d.sh', dataset, arm)
+    assert config == arms.config_3d(dataset, arm) and not err
+    if arm == arms.DEFAULT_ARM:
+        assert _dry_config('train_3d.sh', dataset)[0] == config
+
+
+@pytest.mark.parametrize('old, new', [('baseline', 'hungarian'), ('influencer', 'ot')])
+def test_sh_old_arm_names_warn(old, new):
+    config, err = _dry_config('train_3d.sh', 's3dis', old)
+    assert config == arms.config_3d('s3dis', new) and f"'{old}' is deprecated" in err
+    r = _sh('eval_3d.sh', 'synthetic', old, '/m.pth', GPUS='0', PRINT_ONLY='1')
+    assert r.returncode == 0 and f"'{old}' is deprecated" in r.stderr
+    assert f'work_dirs/synthetic_{new}/eval' in r.stdout
+
+
 def test_train_sh_gpus_and_configs(tmp_path):
-    r = _sh('train_3d.sh', 's3dis', 'baseline', '--dry-run', GPUS='2', PORT='29611',
+    r = _sh('train_3d.sh', 's3dis', 'hungarian', '--dry-run', GPUS='2', PORT='29611',
             PYTHON_BIN=sys.executable)
     assert r.returncode == 0, r.stderr
     cmd = r.stdout.strip()
     assert re.search(r'(torchrun|-m torch\.distributed\.run) --nproc_per_node=2 '
                      r'--master_port=29611 tools/train_3d\.py', cmd), cmd
-    assert 'configs/oneformer3d_1xb2_s3dis-area-5.py --work-dir work_dirs/s3dis_baseline' in cmd
+    assert 'configs/oneformer3d_1xb2_s3dis-area-5.py --work-dir work_dirs/s3dis_hungarian' in cmd
     assert cmd.endswith('--launcher pytorch')
 
     r = _sh('train_3d.sh', 'synthetic', '--cfg-options', 'train_cfg.max_iters=5',
             GPUS='0', PRINT_ONLY='1')
     assert r.stdout.strip() == (
         'CUDA_VISIBLE_DEVICES= python tools/train_3d.py projects/InfluencerFormer3D/configs/'
-        'synthetic-rooms_influencer.py --work-dir work_dirs/synthetic_influencer '
+        'influencerformer_synthetic-rooms.py --work-dir work_dirs/synthetic_ot '
         '--cfg-options train_cfg.max_iters=5')
+
+    r = _sh('train_3d.sh', 's3dis', GPUS='1', PRINT_ONLY='1')  # the users' entry point: ot on S3DIS
+    assert r.stdout.strip() == (
+        'python tools/train_3d.py projects/InfluencerFormer3D/configs/'
+        'influencerformer_1xb2_s3dis-area-5.py --work-dir work_dirs/s3dis_ot')
 
     r = _sh('train_3d.sh', 'scannet', 'reference', '--resume', '--dry-run', GPUS='1')
     assert r.stdout.split()[:2] == ['python', 'tools/train_3d.py']
@@ -463,7 +577,7 @@ def test_train_sh_gpus_and_configs(tmp_path):
 
     ckpt = tmp_path / 'epoch_3.pth'
     ckpt.write_bytes(b'')
-    r = subprocess.run(['bash', os.path.join(TOOLS, 'train_3d.sh'), 's3dis', 'influencer',
+    r = subprocess.run(['bash', os.path.join(TOOLS, 'train_3d.sh'), 's3dis', 'ot',
                         '--resume', ckpt.name, '--amp'], cwd=tmp_path, capture_output=True,
                        text=True, env=dict(os.environ, PYTHON_BIN='python', GPUS='1',
                                            PRINT_ONLY='1'), timeout=60)
@@ -474,18 +588,18 @@ def test_train_sh_gpus_and_configs(tmp_path):
 
 
 def test_eval_sh(tmp_path):
-    r = _sh('eval_3d.sh', 'synthetic', 'influencer')
+    r = _sh('eval_3d.sh', 'synthetic', 'ot')
     assert r.returncode == 2 and 'usage: tools/eval_3d.sh' in r.stderr
-    r = _sh('eval_3d.sh', 'mars', 'influencer', 'x.pth')
-    assert r.returncode == 2 and 'unknown dataset' in r.stderr
-    r = _sh('eval_3d.sh', 's3dis', 'baseline', '/abs/model.pth', '--show-dir', 'vis', '--dry-run',
+    r = _sh('eval_3d.sh', 'mars', 'ot', 'x.pth')
+    assert r.returncode == 2 and 'unknown 3D dataset' in r.stderr
+    r = _sh('eval_3d.sh', 's3dis', 'hungarian', '/abs/model.pth', '--show-dir', 'vis', '--dry-run',
             GPUS='0')
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == (
         'CUDA_VISIBLE_DEVICES= python tools/test_3d.py projects/InfluencerFormer3D/configs/'
-        'oneformer3d_1xb2_s3dis-area-5.py /abs/model.pth --work-dir work_dirs/s3dis_baseline/eval '
+        'oneformer3d_1xb2_s3dis-area-5.py /abs/model.pth --work-dir work_dirs/s3dis_hungarian/eval '
         '--show-dir vis')
-    r = _sh('eval_3d.sh', 'scannet', 'influencer', 'm.pth', GPUS='4', PRINT_ONLY='1',
+    r = _sh('eval_3d.sh', 'scannet', 'ot', 'm.pth', GPUS='4', PRINT_ONLY='1',
             PYTHON_BIN=sys.executable)
     assert re.search(r'(torchrun|-m torch\.distributed\.run) --nproc_per_node=4 ', r.stdout)
     assert 'tools/test_3d.py' in r.stdout

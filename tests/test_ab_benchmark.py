@@ -50,13 +50,13 @@ def test_ab_benchmark_smoke(tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"))
     out = tmp_path / "ab"
     cmd = [sys.executable, os.path.join(ROOT, "tools", "ab_benchmark.py"), "--iters", "4", "--eval-period", "2",
-           "--seeds", "0", "--criteria", "hungarian", "influencer_ot", "--output", str(out),
+           "--seeds", "0", "--arms", "hungarian", "ot", "--output", str(out),
            "DATALOADER.NUM_WORKERS", "0", "INPUT.IMAGE_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64",
            "INPUT.MAX_SIZE_TEST", "64", "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.load(open(out / "ab_results.json"))
-    for c in ("hungarian", "influencer_ot"):
+    for c in ("hungarian", "ot"):
         evals = res["results"][c][0]["evals"]
         assert [e["iteration"] for e in evals] == [2, 4]
         assert all(e["PQ"] is not None and e["AP"] is not None and e["duplicate_rate"] is not None for e in evals)
@@ -74,7 +74,7 @@ def _ab_module():
 
 def test_ab_benchmark_3d_parses_mmengine_scalars_and_reports(tmp_path):
     ab = _ab_module()
-    rows = {"hungarian": (0.20, 0.30), "influencer_ot": (0.25, 0.35)}
+    rows = {"hungarian": (0.20, 0.30), "ot": (0.25, 0.35)}
     results = {}
     for crit, (ap100, ap200) in rows.items():
         run = tmp_path / crit / "seed_0"
@@ -103,5 +103,37 @@ def test_ab_benchmark_3d_parses_mmengine_scalars_and_reports(tmp_path):
     ab.write_report(results, Args)
     table = (tmp_path / "ab_results.md").read_text()
     assert "| mAP | mAP50 | mAP25 |" in table and "iterations to Hungarian's final mAP" in table
-    ot_row = [line for line in table.splitlines() if line.startswith("| influencer_ot")][0]
+    ot_row = [line for line in table.splitlines() if line.startswith("| ot |")][0]
     assert "| 35.0 |" in ot_row and "| 200 (100 %) |" in ot_row
+
+
+def test_ab_benchmark_arms_and_3d_configs_follow_the_rule(tmp_path, monkeypatch, capsys):
+    """Arms are tools/arms.py's (old names warn), each 3D arm trains the rule's config and the
+    2D runs set the arm's criterion."""
+    ab = _ab_module()
+    seen = []
+
+    def fake_3d(args, arm, seed, out_dir):
+        seen.append((arm, os.path.relpath(args.configs_3d[arm], ROOT)))
+        return [{"iteration": 2, "mAP": 1.0}], {"sec_per_iter": 0.1, "criterion_forward_ms": None}
+
+    monkeypatch.setattr(ab, "run_one_3d", fake_3d)
+    monkeypatch.setattr(ab, "plot", lambda results, args: None)
+    ab.main(["--task", "3d", "--dataset-3d", "s3dis", "--arms", "baseline", "ot", "--seeds", "0",
+             "--output", str(tmp_path / "s3dis")])
+    assert seen == [(a, ab.arms.config_3d("s3dis", a)) for a in ("hungarian", "ot")]
+    assert "'baseline' is deprecated" in capsys.readouterr().err
+    seen.clear()
+    ab.main(["--task", "3d", "--seeds", "0", "--output", str(tmp_path / "synthetic")])  # all arms, synthetic
+    assert seen == [(a, ab.arms.config_3d("synthetic", a)) for a in ("hungarian", "reference", "ot")]
+    res = json.load(open(tmp_path / "synthetic" / "ab_results.json"))
+    assert list(res["results"]) == ["hungarian", "reference", "ot"]
+    with pytest.raises(SystemExit):
+        ab.main(["--task", "3d", "--arms", "influencer_tp", "--output", str(tmp_path / "bad")])
+
+
+    class Args2D:
+        config_file, num_gpus, iters, eval_period, opts = ab.DEFAULT_CFG, 1, 10, 5, []
+    for arm in ab.arms.ARMS:
+        cmd = ab.train_net_cmd(Args2D, arm, 0, str(tmp_path / arm))
+        assert cmd[cmd.index("MODEL.MASK_FORMER.CRITERION") + 1] == ab.arms.criterion_2d(arm)

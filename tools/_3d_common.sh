@@ -1,18 +1,12 @@
 # Shared by tools/train_3d.sh and tools/eval_3d.sh (sourced; needs ROOT and a `usage` function).
 
-config_for() {  # dataset variant -> config file name
-  case "$1:$2" in
-    s3dis:baseline)      echo oneformer3d_1xb2_s3dis-area-5.py ;;
-    s3dis:influencer)    echo influencerformer_1xb2_s3dis-area-5.py ;;
-    s3dis:reference)     echo influencerformer-reference_1xb2_s3dis-area-5.py ;;
-    scannet:baseline)    echo oneformer3d_1xb4_scannet.py ;;
-    scannet:influencer)  echo influencerformer_1xb4_scannet.py ;;
-    scannet:reference)   echo influencerformer-reference_1xb4_scannet.py ;;
-    synthetic:baseline)  echo synthetic-rooms_baseline.py ;;
-    synthetic:influencer) echo synthetic-rooms_influencer.py ;;
-    synthetic:reference) echo synthetic-rooms_reference.py ;;
-    *) return 1 ;;
-  esac
+resolve_arm_config() {  # DATASET [ARM] -> sets ARM (canonical name) and CONFIG; needs PY
+  # The one rule (dataset, arm) -> config, and the default arm, live in tools/arms.py; old arm
+  # names warn there.
+  local out
+  out=$("$PY" "$ROOT/tools/arms.py" 3d "$1" ${2:+"$2"} --shell) || usage "${out:-$PY could not run tools/arms.py}"
+  read -r ARM CONFIG <<<"$out"
+  [[ -f "$ROOT/$CONFIG" ]] || usage "config $CONFIG not found"
 }
 
 abs_if_exists() {  # make a path given relative to the caller's directory absolute

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A/B benchmark: the same model and data trained with each criterion, several seeds.
+"""A/B benchmark: the same model and data trained with each arm (criterion), several seeds.
 
     python tools/ab_benchmark.py                               # CPU-sized run on the synthetic data
     python tools/ab_benchmark.py --iters 200 --eval-period 100 --seeds 0   # a quick look
@@ -7,14 +7,16 @@
         --iters 368750 --eval-period 5000 --num-gpus 8 --output output/ab_coco
 
     python tools/ab_benchmark.py --task 3d                     # synthetic rooms (InfluencerFormer3D)
-    python tools/ab_benchmark.py --task 3d --config-3d hungarian=projects/InfluencerFormer3D/configs/oneformer3d_1xb2_s3dis-area-5.py \
-        --config-3d influencer_ot=projects/InfluencerFormer3D/configs/influencerformer_1xb2_s3dis-area-5.py ...
+    python tools/ab_benchmark.py --task 3d --dataset-3d s3dis --arms hungarian ot   # the S3DIS configs
+    python tools/ab_benchmark.py --task 3d --config-3d ot=path/to/my_config.py     # any config per arm
 
-2D: each (criterion, seed) run is `tools/train_net.py` with MODEL.MASK_FORMER.CRITERION and SEED
-set, evaluated on the held-out split every --eval-period iterations.  3D: each run is
-`tools/train_3d.py` on the criterion's config (baseline = Hungarian InstanceCriterion,
-reference / influencer = InfluencerCriterion variants) with ``randomness.seed``, the iteration
-budget and the validation interval overridden.  Writes to --output:
+Arms: hungarian, reference, ot (tools/arms.py; the old names baseline / influencer /
+influencer_reference / influencer_ot still work with a warning).  2D: each (arm, seed) run is
+`tools/train_net.py` on --config-file with the arm's MODEL.MASK_FORMER.CRITERION and SEED set,
+evaluated on the held-out split every --eval-period iterations.  3D: each run is
+`tools/train_3d.py` on the arm's config (tools/arms.py: hungarian = OneFormer3D's Hungarian
+InstanceCriterion, reference / ot = InfluencerCriterion variants) with ``randomness.seed``, the
+iteration budget and the validation interval overridden.  Writes to --output:
 
 * ab_results.json: every evaluation (2D: PQ/SQ/RQ, mask AP; 3D: mAP/mAP50/mAP25, mIoU, PQ;
   both: duplicate rate) and timings per run;
@@ -24,6 +26,7 @@ budget and the validation interval overridden.  Writes to --output:
 * ab_curves.png: the main metrics against iteration (mean and min-max band).
 """
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -32,14 +35,21 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_arms():
+    """tools/arms.py (the arm vocabulary and the (dataset, arm) -> config rule), by path."""
+    spec = importlib.util.spec_from_file_location("influencerformer_arms", os.path.join(ROOT, "tools", "arms.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+arms = _load_arms()
 DEFAULT_CFG = os.path.join(ROOT, "projects", "InfluencerFormer2D", "configs", "synthetic.yaml")
 METRICS = {"PQ": "panoptic_seg/PQ", "SQ": "panoptic_seg/SQ", "RQ": "panoptic_seg/RQ",
            "PQ_th": "panoptic_seg/PQ_th", "PQ_st": "panoptic_seg/PQ_st", "AP": "segm/AP", "AP50": "segm/AP50",
            "duplicate_rate": "duplicates/rate"}
-CFG_3D = os.path.join(ROOT, "projects", "InfluencerFormer3D", "configs")
-DEFAULT_CFGS_3D = {"hungarian": os.path.join(CFG_3D, "synthetic-rooms_baseline.py"),
-                   "influencer_reference": os.path.join(CFG_3D, "synthetic-rooms_reference.py"),
-                   "influencer_ot": os.path.join(CFG_3D, "synthetic-rooms_influencer.py")}
 # metric name in the report -> key logged by UnifiedSegMetric (fractions; reported in percent)
 METRICS_3D = {"mAP": "all_ap", "mAP50": "all_ap_50%", "mAP25": "all_ap_25%", "mIoU": "miou", "PQ": "pq",
               "duplicate_rate": "duplicate_rate"}
@@ -51,13 +61,19 @@ COLUMNS = {"2d": [("PQ", "PQ"), ("PQ things", "PQ_th"), ("PQ stuff", "PQ_st"), (
 PRIMARY = {"2d": "PQ", "3d": "mAP"}
 
 
-def run_one(args, criterion, seed, out_dir):
-    """Train and periodically evaluate one (criterion, seed); returns the parsed metrics.json."""
+def train_net_cmd(args, arm, seed, out_dir):
+    """The tools/train_net.py command of one 2D (arm, seed)."""
     steps = f"({int(args.iters * 0.8)},)"
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", args.config_file,
-           "--num-gpus", str(args.num_gpus), "MODEL.MASK_FORMER.CRITERION", criterion, "SEED", str(seed),
-           "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", steps, "TEST.EVAL_PERIOD", str(args.eval_period),
-           "SOLVER.CHECKPOINT_PERIOD", str(10 * args.iters), "OUTPUT_DIR", out_dir, *args.opts]
+    return [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", args.config_file,
+            "--num-gpus", str(args.num_gpus), "MODEL.MASK_FORMER.CRITERION", arms.criterion_2d(arm),
+            "SEED", str(seed), "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", steps,
+            "TEST.EVAL_PERIOD", str(args.eval_period), "SOLVER.CHECKPOINT_PERIOD", str(10 * args.iters),
+            "OUTPUT_DIR", out_dir, *args.opts]
+
+
+def run_one(args, arm, seed, out_dir):
+    """Train and periodically evaluate one (arm, seed); returns the parsed metrics.json."""
+    cmd = train_net_cmd(args, arm, seed, out_dir)
     metrics = os.path.join(out_dir, "metrics.json")
     if not (args.reuse and os.path.exists(os.path.join(out_dir, "model_final.pth"))):
         if os.path.exists(metrics):
@@ -67,14 +83,14 @@ def run_one(args, criterion, seed, out_dir):
         with open(os.path.join(out_dir, "ab_stdout.log"), "w") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         if proc.returncode != 0:
-            raise SystemExit(f"run {criterion} seed {seed} failed; see {out_dir}/ab_stdout.log")
-        print(f"  {criterion} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+            raise SystemExit(f"run {arm} seed {seed} failed; see {out_dir}/ab_stdout.log")
+        print(f"  {arm} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     return [json.loads(line) for line in open(metrics)]
 
 
-def run_one_3d(args, criterion, seed, out_dir):
-    """Train one (criterion, seed) with tools/train_3d.py; returns (evals, timing)."""
-    cfg = args.configs_3d[criterion]
+def run_one_3d(args, arm, seed, out_dir):
+    """Train one (arm, seed) with tools/train_3d.py; returns (evals, timing)."""
+    cfg = args.configs_3d[arm]
     final_ckpt = os.path.join(out_dir, f"iter_{args.iters}.pth")
     if not (args.reuse and os.path.exists(final_ckpt)):
         os.makedirs(out_dir, exist_ok=True)
@@ -86,8 +102,8 @@ def run_one_3d(args, criterion, seed, out_dir):
         with open(os.path.join(out_dir, "ab_stdout.log"), "w") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         if proc.returncode != 0:
-            raise SystemExit(f"run {criterion} seed {seed} failed; see {out_dir}/ab_stdout.log")
-        print(f"  {criterion} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+            raise SystemExit(f"run {arm} seed {seed} failed; see {out_dir}/ab_stdout.log")
+        print(f"  {arm} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     return summarise_run_3d(out_dir)
 
 
@@ -128,7 +144,7 @@ def summarise_run(rows, max_iter):
 
 
 def mean_curve(runs, key):
-    """{iteration: [values over seeds]} for one criterion."""
+    """{iteration: [values over seeds]} for one arm."""
     curve = {}
     for evals in runs:
         for e in evals:
@@ -147,20 +163,20 @@ def fmt(values, digits=1):
 
 
 def write_report(results, args):
-    crits = list(results)
+    arm_names = list(results)
     cols, primary = COLUMNS[args.task], PRIMARY[args.task]
     source = (os.path.relpath(args.config_file, ROOT) if args.task == "2d" else
-              ", ".join(f"{c}: {os.path.relpath(args.configs_3d[c], ROOT)}" for c in crits))
+              ", ".join(f"{c}: {os.path.relpath(args.configs_3d[c], ROOT)}" for c in arm_names))
     lines = [f"# A/B benchmark ({args.task.upper()}): {source}", "",
              f"{args.iters} iterations, seeds {args.seeds}, evaluation every {args.eval_period} iterations.", "",
-             "| criterion | " + " | ".join(label for label, _ in cols) +
+             "| arm | " + " | ".join(label for label, _ in cols) +
              f" | iterations to Hungarian's final {primary} | s / iteration | criterion forward ms |",
              "|---" * (len(cols) + 4) + "|"]
     target = None
     if "hungarian" in results:
         hc = mean_curve([r["evals"] for r in results["hungarian"]], primary)
         target = statistics.mean(hc[max(hc)]) if hc else None
-    for c in crits:
+    for c in arm_names:
         runs = results[c]
         finals = [r["evals"][-1] if r["evals"] else {} for r in runs]
         reach = "n/a"
@@ -201,13 +217,24 @@ def plot(results, args):
     fig.savefig(os.path.join(args.output, "ab_curves.png"), dpi=100)
 
 
-def main():
+def canonical_arm(name):
+    """The arm's current name; an old name prints a deprecation warning."""
+    arm = arms.canonical(name, warn=False)
+    if arm != name:
+        print(f"warning: {arms.deprecation_message(name)}", file=sys.stderr)
+    return arm
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=["2d", "3d"], default="2d")
     ap.add_argument("--config-file", default=DEFAULT_CFG, help="2D: the detectron2 config of every run")
-    ap.add_argument("--config-3d", action="append", default=[], metavar="CRITERION=CONFIG",
-                    help="3D: the mmengine config of a criterion (default: the synthetic-rooms configs)")
-    ap.add_argument("--criteria", nargs="+", default=["hungarian", "influencer_reference", "influencer_ot"])
+    ap.add_argument("--dataset-3d", default="synthetic", choices=sorted(arms.STEM_3D),
+                    help="3D: the dataset whose tools/arms.py configs the arms train (default: synthetic)")
+    ap.add_argument("--config-3d", action="append", default=[], metavar="ARM=CONFIG",
+                    help="3D: the mmengine config of an arm instead of its --dataset-3d config")
+    ap.add_argument("--arms", "--criteria", dest="arms", nargs="+", default=list(arms.ARMS),
+                    help=f"arms to compare (default: {' '.join(arms.ARMS)})")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--iters", type=int, default=None, help="default: 800 (2D), 300 (3D)")
     ap.add_argument("--eval-period", type=int, default=None, help="default: 200 (2D), 100 (3D)")
@@ -216,29 +243,31 @@ def main():
     ap.add_argument("--reuse", action="store_true", help="keep finished runs found in --output")
     ap.add_argument("opts", nargs=argparse.REMAINDER,
                     help="extra overrides: 2D KEY VALUE ..., 3D key=value ... (mmengine --cfg-options)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     three_d = args.task == "3d"
     args.iters = args.iters or (300 if three_d else 800)
     args.eval_period = args.eval_period or (100 if three_d else 200)
     args.output = args.output or os.path.join(ROOT, "output", f"ab_{args.task}")
-    args.configs_3d = dict(DEFAULT_CFGS_3D)
-    for item in args.config_3d:
-        name, sep, path = item.partition("=")
-        if not sep or not os.path.exists(path):
-            ap.error(f"--config-3d expects CRITERION=CONFIG with an existing file, got {item!r}")
-        args.configs_3d[name] = os.path.abspath(path)
-    if three_d and not set(args.criteria) <= set(args.configs_3d):
-        ap.error(f"no 3D config for {sorted(set(args.criteria) - set(args.configs_3d))}: pass --config-3d NAME=CONFIG")
+    try:
+        args.arms = list(dict.fromkeys(canonical_arm(a) for a in args.arms))
+        args.configs_3d = {a: os.path.join(ROOT, arms.config_3d(args.dataset_3d, a)) for a in args.arms}
+        for item in args.config_3d:
+            name, sep, path = item.partition("=")
+            if not sep or not os.path.exists(path):
+                ap.error(f"--config-3d expects ARM=CONFIG with an existing file, got {item!r}")
+            args.configs_3d[canonical_arm(name)] = os.path.abspath(path)
+    except ValueError as e:
+        ap.error(str(e))
     os.makedirs(args.output, exist_ok=True)
-    results = {c: [] for c in args.criteria}
-    for s in args.seeds:  # seed-major: an interrupted study still has every criterion for the first seeds
-        for c in args.criteria:
-            out_dir = os.path.join(args.output, c, f"seed_{s}")
+    results = {a: [] for a in args.arms}
+    for s in args.seeds:  # seed-major: an interrupted study still has every arm for the first seeds
+        for a in args.arms:
+            out_dir = os.path.join(args.output, a, f"seed_{s}")
             if three_d:
-                evals, timing = run_one_3d(args, c, s, out_dir)
+                evals, timing = run_one_3d(args, a, s, out_dir)
             else:
-                evals, timing = summarise_run(run_one(args, c, s, out_dir), args.iters)
-            results[c].append({"seed": s, "evals": evals, "timing": timing})
+                evals, timing = summarise_run(run_one(args, a, s, out_dir), args.iters)
+            results[a].append({"seed": s, "evals": evals, "timing": timing})
     with open(os.path.join(args.output, "ab_results.json"), "w") as f:
         json.dump({"task": args.task, "config": args.config_file if not three_d else args.configs_3d,
                    "iters": args.iters, "eval_period": args.eval_period,

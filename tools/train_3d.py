@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train an InfluencerFormer3D / OneFormer3D model with mmengine (mmdet3d 1.4 plugin).
 
-    python tools/train_3d.py projects/InfluencerFormer3D/configs/synthetic-rooms_influencer.py
+    python tools/train_3d.py projects/InfluencerFormer3D/configs/influencerformer_synthetic-rooms.py
     python tools/train_3d.py CONFIG --work-dir work_dirs/x --resume        # latest ckpt in work dir
     python tools/train_3d.py CONFIG --resume work_dirs/x/iter_100.pth          # a given checkpoint
     python tools/train_3d.py CONFIG --cfg-options train_cfg.max_iters=5 --data-root /data/s3dis

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Train InfluencerFormer3D / the OneFormer3D baseline on S3DIS, ScanNet or synthetic rooms.
 #
-#   tools/train_3d.sh DATASET [VARIANT] [--resume [CKPT]] [--dry-run] [extra tools/train_3d.py args]
+#   tools/train_3d.sh DATASET [ARM] [--resume [CKPT]] [--dry-run] [extra tools/train_3d.py args]
 #
 #   DATASET  s3dis | scannet | synthetic
-#   VARIANT  baseline (Hungarian InstanceCriterion) | influencer (InfluencerCriterion 'ot',
-#            the default) | reference (InfluencerCriterion 'reference')
+#   ARM      hungarian (OneFormer3D, Hungarian InstanceCriterion) | reference (InfluencerCriterion
+#            'reference') | ot (InfluencerCriterion 'ot', the default); the config is
+#            tools/arms.py's (old names baseline / influencer still work, with a warning)
 #
-# Work dir: work_dirs/<dataset>_<variant> (a later --work-dir wins).  Environment:
+# Work dir: work_dirs/<dataset>_<arm> (a later --work-dir wins).  Environment:
 #   GPUS=N        N > 1: torchrun --nproc_per_node=N ... --launcher pytorch; 1: one process on
 #                 the GPU; 0: CPU (CUDA hidden).  Default: 1 when nvidia-smi sees a GPU, else 0.
 #   PORT          torchrun master port (default 29500)
@@ -16,25 +17,24 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CONFIG_DIR=projects/InfluencerFormer3D/configs
 # shellcheck source=tools/_3d_common.sh
-source "$ROOT/tools/_3d_common.sh"  # config_for, abs_if_exists, pick_gpus_and_python, launch
+source "$ROOT/tools/_3d_common.sh"  # resolve_arm_config, abs_if_exists, pick_gpus_and_python, launch
 
 usage() {
-  cat >&2 <<EOF
-usage: tools/train_3d.sh s3dis|scannet|synthetic [baseline|influencer|reference] [--resume [CKPT]] [--dry-run] [extra train_3d.py args]
+  cat >&2 <<EOT
+usage: tools/train_3d.sh s3dis|scannet|synthetic [hungarian|reference|ot] [--resume [CKPT]] [--dry-run] [extra train_3d.py args]
 
-  baseline    OneFormer3D with Hungarian matching (InstanceCriterion)
-  influencer  InfluencerCriterion, variant 'ot' (default)
+  hungarian   OneFormer3D with Hungarian matching (InstanceCriterion)
   reference   InfluencerCriterion, variant 'reference'
+  ot          InfluencerCriterion, variant 'ot' (default)
 
 examples:
-  tools/train_3d.sh synthetic influencer                    # CPU is fine; data generated on first use
-  GPUS=4 tools/train_3d.sh s3dis baseline                   # torchrun, 4 GPUs
-  tools/train_3d.sh scannet influencer --resume             # latest checkpoint in the work dir
-  tools/train_3d.sh synthetic baseline --cfg-options train_cfg.max_iters=5
+  tools/train_3d.sh synthetic                               # CPU is fine; data generated on first use
+  GPUS=4 tools/train_3d.sh s3dis hungarian                  # torchrun, 4 GPUs
+  tools/train_3d.sh scannet ot --resume                     # latest checkpoint in the work dir
+  tools/train_3d.sh synthetic hungarian --cfg-options train_cfg.max_iters=5
 env: GPUS=N (default 1 with a GPU, else 0 = CPU), PORT, PRINT_ONLY=1, PYTHON_BIN
-EOF
+EOT
   if [[ -n "${1:-}" ]]; then echo "error: $1" >&2; exit 2; fi
   exit 0
 }
@@ -42,12 +42,8 @@ EOF
 [[ $# -ge 1 ]] || usage "missing DATASET"
 case "$1" in -h|--help) usage ;; esac
 DATASET=$1; shift
-case "$DATASET" in s3dis|scannet|synthetic) ;; *) usage "unknown dataset '$DATASET'" ;; esac
-VARIANT=influencer
-if [[ $# -ge 1 && "$1" != -* ]]; then VARIANT=$1; shift; fi
-case "$VARIANT" in baseline|influencer|reference) ;; *) usage "unknown variant '$VARIANT'" ;; esac
-CONFIG=$CONFIG_DIR/$(config_for "$DATASET" "$VARIANT")
-[[ -f "$ROOT/$CONFIG" ]] || usage "config $CONFIG not found"
+ARM=  # default: tools/arms.py's (ot)
+if [[ $# -ge 1 && "$1" != -* ]]; then ARM=$1; shift; fi
 
 DRY=${PRINT_ONLY:-0}
 ARGS=()
@@ -64,7 +60,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 pick_gpus_and_python
+resolve_arm_config "$DATASET" "$ARM"  # sets ARM (canonical) and CONFIG
 
-WORK_DIR=work_dirs/${DATASET}_${VARIANT}
+WORK_DIR=work_dirs/${DATASET}_${ARM}
 SCRIPT_ARGS=(tools/train_3d.py "$CONFIG" --work-dir "$WORK_DIR")
 launch "${SCRIPT_ARGS[@]}" -- "${ARGS[@]}"
