@@ -49,7 +49,6 @@ launch() {  # launch SCRIPT_ARGS... -- EXTRA_ARGS...: torchrun for GPUS > 1, els
     cmd=("$PY" "${script_args[@]}" "${extra[@]}")
   fi
   cd "$ROOT"
-  export PYTHONPATH="$ROOT:$ROOT/projects/InfluencerFormer3D${PYTHONPATH:+:$PYTHONPATH}"
   export THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1}
   if [[ "$DRY" == 1 ]]; then
     printf '%q ' "${env_prefix[@]}" "${cmd[@]}" | sed 's/ $//'

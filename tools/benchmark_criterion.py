@@ -24,8 +24,6 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 CASES = {
     "coco-k7": dict(kind="image", B=2, Q=100, C=133, L=10, H=256, K=7),
