@@ -17,7 +17,7 @@ the weights.  Build one with ``build_criterion(name, num_classes=..., ...)``;
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Type
+from typing import Callable, Dict, Sequence, Type
 
 import torch
 import torch.nn.functional as F

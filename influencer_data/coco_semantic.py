@@ -21,8 +21,6 @@ import functools
 import json
 import multiprocessing
 import os
-import sys
-import time
 
 import numpy as np
 from PIL import Image

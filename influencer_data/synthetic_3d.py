@@ -34,7 +34,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from typing import Dict, List, Sequence
 

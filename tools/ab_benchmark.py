@@ -7,7 +7,8 @@
         --iters 368750 --eval-period 5000 --num-gpus 8 --output output/ab_coco
 
     python tools/ab_benchmark.py --task 3d                     # synthetic rooms (InfluencerFormer3D)
-    python tools/ab_benchmark.py --task 3d --config-3d hungarian=projects/InfluencerFormer3D/configs/oneformer3d_1xb2_s3dis-area-5.py \
+    python tools/ab_benchmark.py --task 3d \
+        --config-3d hungarian=projects/InfluencerFormer3D/configs/oneformer3d_1xb2_s3dis-area-5.py \
         --config-3d influencer_ot=projects/InfluencerFormer3D/configs/influencerformer_1xb2_s3dis-area-5.py ...
 
 2D: each (criterion, seed) run is `tools/train_net.py` with MODEL.MASK_FORMER.CRITERION and SEED

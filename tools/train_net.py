@@ -13,7 +13,6 @@ import copy
 import itertools
 import logging
 import os
-from collections import OrderedDict
 from typing import Any, Dict, List, Set
 
 import torch

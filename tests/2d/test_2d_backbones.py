@@ -22,7 +22,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_backbone
 from tests import DATA, ROOT
 
 KEYS_DIR = os.path.join(DATA, "checkpoint_keys")
-SWIN_FILE = os.path.join(ROOT, "projects", "InfluencerFormer2D", "influencerformer2d", "modeling", "backbone", "swin.py")
+SWIN_FILE = os.path.join(ROOT, "projects", "InfluencerFormer2D", "influencerformer2d", "modeling", "backbone",
+                         "swin.py")
 
 
 def _load_swin():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.projects.deeplab import add_deeplab_config
 
@@ -135,7 +135,8 @@ def test_influencer_options_reach_the_criterion():
     from influencerformer2d.influencerformer_model import build_criterion_from_cfg
 
     cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET", "mass",
-                   "MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY", 2.5, "MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT", 0.5)
+                   "MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY", 2.5,
+                   "MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT", 0.5)
     crit = build_criterion_from_cfg(cfg, num_classes=9)
     assert (crit.class_target, crit.aux_capacity, crit.exclusion_weight) == ("mass", 2.5, 0.5)
     bad = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET", "soft")
@@ -306,7 +307,8 @@ def test_cuda_training_step_never_syncs_with_the_host(synthetic_root):
                    ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256)
     cfg.MODEL.DEVICE = "cuda"
     model = build_model(cfg).train()
-    batch = [dict(x, image=x["image"].cuda(), instances=x["instances"].to("cuda")) for x in _batch("t2d_train_panoptic")]
+    batch = [dict(x, image=x["image"].cuda(), instances=x["instances"].to("cuda"))
+             for x in _batch("t2d_train_panoptic")]
     sum(model(batch).values()).backward()  # warm-up: lazy initialisation may synchronise
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
