@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Record upstream Mask2Former's outputs for tests/test_2d_upstream_outputs.py.
+"""Record upstream Mask2Former's outputs for tests/2d/test_2d_upstream_outputs.py.
 
 Run once by hand against a checkout of facebookresearch/Mask2Former kept OUTSIDE this repository
 (never run by the tests or CI; no upstream code enters the repo):
