@@ -1,15 +1,15 @@
 # InfluencerFormer: `make demo` runs the embedded default job, `make test` the test suite.
-# Both install whatever is missing first (tools/install.sh; cached, quick when done).
+# Both install whatever is missing first (tools/install.sh; cached, quick when done), including
+# this checkout itself (pip install -e .): the packages import without any path setting.
 SHELL := /bin/bash
 VENV := $(shell bash tools/install.sh --venv-path)
 PY := $(VENV)/bin/python
-export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # 2 MB pages for large CPU tensors (PyTorch allocator option): far fewer page faults
 export THP_MEM_ALLOC_ENABLE ?= 1
 
 DEMO_CFG := projects/InfluencerFormer2D/configs/synthetic.yaml
 
-.PHONY: install install-core demo data-2d test test-core benchmark
+.PHONY: install install-core demo data-2d test test-core lint benchmark
 
 install:
 	bash tools/install.sh
@@ -31,6 +31,10 @@ test: install
 
 test-core: install-core
 	$(PY) -m pytest -q tests -m "not full_stack"
+
+# ruff (configured in pyproject.toml; installed by tools/install.sh with the test tools)
+lint: install-core
+	$(VENV)/bin/ruff check .
 
 benchmark: install
 	$(PY) tools/benchmark_criterion.py --json-out benchmark_criterion.json

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn

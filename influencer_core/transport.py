@@ -5,7 +5,6 @@ sync, batched over images with padded instances.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor

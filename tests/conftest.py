@@ -1,12 +1,6 @@
-import os
-import sys
-
+"""Fixtures shared by every test folder (tests/core, 2d, 3d, tools, generators)."""
 import pytest
 import torch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

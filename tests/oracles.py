@@ -1,5 +1,4 @@
 """Straightforward loop implementations used as test oracles (slow, obvious)."""
-import math
 
 import numpy as np
 import torch

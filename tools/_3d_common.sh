@@ -23,6 +23,16 @@ pick_gpus_and_python() {  # sets GPUS (default: 1 when nvidia-smi sees a GPU, el
     local venv
     venv=$(bash "$ROOT/tools/install.sh" --venv-path 2>/dev/null || true)
     if [[ -n "$venv" && -x "$venv/bin/python" ]]; then PY=$venv/bin/python; else PY=python; fi
+    warn_other_checkout
+  fi
+}
+
+warn_other_checkout() {  # the shared environment imports the packages of the checkout that last ran install.sh
+  local where
+  where=$(cd / && "$PY" -c 'import importlib.util as u, os; s = u.find_spec("influencer_core")
+print(os.path.dirname(os.path.dirname(os.path.realpath(s.origin))) if s and s.origin else "")' 2>/dev/null || true)
+  if [[ "$where" != "$(realpath "$ROOT")" ]]; then
+    echo "note: $PY imports the project from '${where:-nowhere}', not $ROOT; run tools/install.sh here first" >&2
   fi
 }
 
@@ -43,7 +53,6 @@ launch() {  # launch SCRIPT_ARGS... -- EXTRA_ARGS...: torchrun for GPUS > 1, els
     cmd=("$PY" "${script_args[@]}" "${extra[@]}")
   fi
   cd "$ROOT"
-  export PYTHONPATH="$ROOT:$ROOT/projects/InfluencerFormer3D${PYTHONPATH:+:$PYTHONPATH}"
   export THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1}
   if [[ "$DRY" == 1 ]]; then
     printf '%q ' "${env_prefix[@]}" "${cmd[@]}" | sed 's/ $//'

@@ -24,8 +24,6 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 CASES = {
     "coco-k7": dict(kind="image", B=2, Q=100, C=133, L=10, H=256, K=7),
@@ -161,10 +159,11 @@ def main() -> None:
     for r in results:
         r.pop("_printed", None)
     print()
-    print(f"| case | criterion | median ms | peak MB | speedup vs hungarian |")
-    print(f"|---|---|---|---|---|")
+    print("| case | criterion | median ms | peak MB | speedup vs hungarian |")
+    print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['case']} | {r['criterion']} | {r['median_ms']} | {r['peak_mem_mb']} | {r['speedup_vs_hungarian']} |")
+        print(f"| {r['case']} | {r['criterion']} | {r['median_ms']} | {r['peak_mem_mb']} "
+              f"| {r['speedup_vs_hungarian']} |")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=1)

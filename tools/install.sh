@@ -5,6 +5,10 @@
 #   tools/install.sh --venv-path  print the environment's path and exit
 #   tools/install.sh --core       torch + test tools only (enough for influencer_core)
 #
+# The checkout that runs this script is installed into the environment in editable mode
+# (pip install -e, the packages of setup.cfg); as the environment is shared by every clone,
+# each run checks where it imports influencer_core from and re-points it when needed.
+#
 # The environment lives outside the checkout, in $INFLUENCER_CACHE (default
 # ~/.cache/influencerformer), keyed by a hash of this file: a fresh clone reuses
 # it, a changed pin builds a new one.  The compiled mmcv wheel is cached apart,
@@ -104,7 +108,7 @@ PYEOF
 s_venv() { rm -rf "$VENV"; "$PYTHON" -m venv "$VENV"; }
 s_base() { PIP install 'setuptools<81' wheel ninja 'numpy<2' 'pillow<10'; }
 s_torch() { PIP install $TORCH_SPEC; PY -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__)'; }
-s_testtools() { PIP install pytest scipy; }
+s_testtools() { PIP install pytest scipy ruff; }
 s_common() {
   PIP install matplotlib opencv-python-headless pycocotools tensorboard fvcore 'iopath<0.1.10' \
     omegaconf hydra-core yacs tabulate termcolor cloudpickle tqdm shapely psutil pydot \
@@ -213,12 +217,41 @@ for mod in ["torch", "torchvision", "scipy", "detectron2", "detectron2.modeling"
 PYEOF
 }
 
+# This checkout, editable: influencer_core, influencerformer2d, influencerformer3d and
+# influencer_data import from it, with no path settings anywhere.
+s_editable() { PIP install --no-deps --no-build-isolation -e "$ROOT"; }
+installed_checkout() {  # the folder the environment imports influencer_core from (find_spec: no import)
+  (cd / && PY -c 'import importlib.util as u, os; s = u.find_spec("influencer_core")
+print(os.path.dirname(os.path.dirname(os.path.realpath(s.origin))) if s and s.origin else "")' 2>/dev/null) || true
+}
+editable_checkout() {  # run on every call, also when all stamps exist: cheap, re-installs only if needed
+  local want have t0
+  want=$(realpath "$ROOT")
+  have=$(installed_checkout)
+  if [[ "$have" == "$want" ]]; then
+    printf '[install  *] %-14s %s\n' "checkout" "already $want"
+    return 0
+  fi
+  CURRENT=checkout
+  LOG="$CACHE/logs/$KEY-checkout.log"
+  printf '[install  *] %-14s %s ... ' "checkout" "pip install -e $want (was: ${have:-none})"
+  t0=$(date +%s)
+  s_editable > "$LOG" 2>&1
+  have=$(installed_checkout)
+  if [[ "$have" != "$want" ]]; then
+    echo "influencer_core resolves to '${have:-nothing}' after the editable install, not $want" >> "$LOG"
+    false
+  fi
+  printf 'done (%ss)\n' "$(( $(date +%s) - t0 ))"
+}
+
 echo "InfluencerFormer install -> $VENV (cuda=$HAS_CUDA)"
 if [[ ! -x "$VENV/bin/python" || ! -f "$STAMPS/venv" ]]; then rm -rf "$STAMPS"; fi
 step venv s_venv
 step base s_base
 step torch s_torch
 step testtools s_testtools
+editable_checkout
 if [[ $CORE_ONLY == 0 ]]; then
   step common s_common
   step detectron2 s_detectron2

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Record upstream Mask2Former's outputs for tests/test_2d_upstream_outputs.py.
+"""Record upstream Mask2Former's outputs for tests/2d/test_2d_upstream_outputs.py.
 
 Run once by hand against a checkout of facebookresearch/Mask2Former kept OUTSIDE this repository
 (never run by the tests or CI; no upstream code enters the repo):
@@ -94,6 +94,9 @@ def main():
         sys.exit("cannot tell the upstream commit: pass --commit")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     install_stubs()
+    # Documented exception to "no sys.path edits": this recorder deliberately imports an upstream
+    # Mask2Former checkout given on its command line (not installable here), and the tests'
+    # helpers (tests.upstream_weights) of this checkout, which are not an installed package.
     sys.path.insert(0, os.path.abspath(args.mask2former_root))
     sys.path.insert(0, ROOT)
     from detectron2.config import get_cfg

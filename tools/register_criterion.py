@@ -12,9 +12,6 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT = os.path.join(ROOT, "projects", "InfluencerFormer3D")
-
 CONFIG = """
 custom_imports = dict(imports=['influencerformer3d'], allow_failed_imports=False)
 inst_criterion = dict(
@@ -33,9 +30,6 @@ inst_criterion = dict(
 
 def verify() -> str:
     """Returns '' on success, else the reason."""
-    for path in (ROOT, PROJECT):
-        if path not in sys.path:
-            sys.path.insert(0, path)
     try:
         import torch
         from mmengine.config import Config

@@ -6,11 +6,11 @@
     python tools/test_3d.py CONFIG CHECKPOINT --show-dir work_dirs/x/vis   # per-scene .ply / .npz
     torchrun --nproc_per_node=4 tools/test_3d.py CONFIG CHECKPOINT --launcher pytorch
 
-Behaves like mmdet3d's tools/test.py (same path handling, data check and device choice as
-tools/train_3d.py).  After the test loop it prints the instance segmentation results per class
-and overall (mAP, mAP50, mAP25; parsed from the per-class AP table the metric logs) with
-semantic mIoU, panoptic PQ and, when the metric reports it, the duplicate rate, and writes
-them to ``<work_dir>/test_metrics.json``.
+Behaves like mmdet3d's tools/test.py (same data check and device choice as tools/train_3d.py,
+both from :mod:`influencerformer3d.runner`).  After the test loop it prints the instance
+segmentation results per class and overall (mAP, mAP50, mAP25; parsed from the per-class AP
+table the metric logs) with semantic mIoU, panoptic PQ and, when the metric reports it, the
+duplicate rate, and writes them to ``<work_dir>/test_metrics.json``.
 
 ``--show-dir DIR`` writes, per scene, ``<scene>.npz`` (per-point instance id of the highest
 scoring instance above ``--score-thr``, instance labels / scores, semantic and panoptic
@@ -23,13 +23,18 @@ import os.path as osp
 import re
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from train_3d import (  # noqa: E402  (importing train_3d sets the paths)
-    ToolError, add_cpu_threads_arg, check_device, ensure_data, load_config, make_runner)
+import numpy as np
+from mmengine.config import DictAction
+from mmengine.hooks import Hook
 
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.hooks import Hook  # noqa: E402
-import numpy as np  # noqa: E402
+from influencerformer3d.runner import (
+    ToolError,
+    add_cpu_threads_arg,
+    check_device,
+    ensure_data,
+    load_config,
+    make_runner,
+)
 
 
 def parse_args(argv=None):

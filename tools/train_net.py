@@ -13,45 +13,46 @@ import copy
 import itertools
 import logging
 import os
-import sys
-from collections import OrderedDict
 from typing import Any, Dict, List, Set
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "projects", "InfluencerFormer2D")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-import detectron2.utils.comm as comm  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import MetadataCatalog, build_detection_train_loader  # noqa: E402
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
-from detectron2.evaluation import (  # noqa: E402
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
     DatasetEvaluators,
     SemSegEvaluator,
     verify_results,
 )
-from detectron2.projects.deeplab import add_deeplab_config, build_lr_scheduler  # noqa: E402
-from detectron2.solver.build import maybe_add_gradient_clipping  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.projects.deeplab import add_deeplab_config, build_lr_scheduler
+from detectron2.solver.build import maybe_add_gradient_clipping
+from detectron2.utils.logger import setup_logger
 
-from influencerformer2d import add_influencerformer_config  # noqa: E402
-from influencerformer2d.evaluation import DuplicateRateEvaluator  # noqa: E402
-from influencerformer2d.hooks import (  # noqa: E402
+from influencerformer2d import add_influencerformer_config
+from influencerformer2d.data.datasets import register_synthetic_coco
+from influencerformer2d.evaluation import DuplicateRateEvaluator
+from influencerformer2d.hooks import (
     EpsilonAnnealingHook,
     ModelScalarsHook,
     epsilon_schedule_from_cfg,
     unwrap_model,
 )
-from influencerformer2d.data.dataset_mappers import (  # noqa: E402
+from influencerformer2d.data.dataset_mappers import (
     COCOInstanceLSJDatasetMapper,
     COCOPanopticLSJDatasetMapper,
 )
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# datasets/prepare_synthetic_2d.py's default output in this checkout: the synthetic dataset's root
+# when DETECTRON2_DATASETS is not set (then it is $DETECTRON2_DATASETS/synthetic_coco)
+SYNTHETIC_ROOT = os.path.join(ROOT, "datasets", "generated", "synthetic_coco")
+if not os.environ.get("DETECTRON2_DATASETS"):
+    register_synthetic_coco(SYNTHETIC_ROOT)
 
 MAPPERS = {"coco_panoptic_lsj": COCOPanopticLSJDatasetMapper, "coco_instance_lsj": COCOInstanceLSJDatasetMapper}
 

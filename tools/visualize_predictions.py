@@ -8,25 +8,27 @@ Writes one PNG: a row per image, ground truth left, prediction right.
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 import torch
 
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.modeling import build_model
+from detectron2.projects.deeplab import add_deeplab_config
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from influencerformer2d import add_influencerformer_config
+from influencerformer2d.data.datasets import register_synthetic_coco
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "projects", "InfluencerFormer2D")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.data import detection_utils as utils  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
-from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
-
-from influencerformer2d import add_influencerformer_config  # noqa: E402
+# datasets/prepare_synthetic_2d.py's default output in this checkout: the synthetic dataset's root
+# when DETECTRON2_DATASETS is not set (then it is $DETECTRON2_DATASETS/synthetic_coco)
+SYNTHETIC_ROOT = os.path.join(ROOT, "datasets", "generated", "synthetic_coco")
+if not os.environ.get("DETECTRON2_DATASETS"):
+    register_synthetic_coco(SYNTHETIC_ROOT)
 
 
 def main():

@@ -3,7 +3,9 @@
 Registered names (Mask2Former conventions):
 
 * ``synthetic_coco_{train,val}_panoptic`` -- the synthetic shapes dataset written by
-  ``datasets/prepare_synthetic_2d.py``, "panoptic with semseg" records;
+  ``datasets/prepare_synthetic_2d.py``, "panoptic with semseg" records; its folder is
+  ``$DETECTRON2_DATASETS/synthetic_coco`` (detectron2's convention) or the ``root`` given to
+  :func:`register_synthetic_coco` - the package guesses no repository path;
 * ``synthetic_coco_{train,val}_instance`` -- the same images, COCO instance records (things only);
 * ``coco_2017_{train,val}_panoptic_with_sem_seg`` -- real COCO 2017 panoptic.
 
@@ -22,11 +24,12 @@ previous registration of the same names (so it never raises and may change the r
 import copy
 import json
 import os
-from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.data.datasets.coco import load_coco_json
+
+from influencer_data.synthetic_2d import CATEGORIES as SYNTHETIC_2D_CATEGORIES
 
 __all__ = [
     "SYNTHETIC_COCO_CATEGORIES",
@@ -38,30 +41,24 @@ __all__ = [
     "register_coco_panoptic",
 ]
 
-# Same list as CATEGORIES in datasets/prepare_synthetic_2d.py (checked when a dataset is loaded).
-SYNTHETIC_COCO_CATEGORIES = [
-    {"id": 1, "name": "disc", "supercategory": "shape", "isthing": 1, "color": [220, 60, 50]},
-    {"id": 2, "name": "square", "supercategory": "shape", "isthing": 1, "color": [50, 90, 210]},
-    {"id": 3, "name": "triangle", "supercategory": "shape", "isthing": 1, "color": [60, 180, 70]},
-    {"id": 4, "name": "ring", "supercategory": "shape", "isthing": 1, "color": [240, 180, 30]},
-    {"id": 5, "name": "cross", "supercategory": "shape", "isthing": 1, "color": [180, 60, 200]},
-    {"id": 6, "name": "star", "supercategory": "shape", "isthing": 1, "color": [30, 200, 200]},
-    {"id": 101, "name": "sky", "supercategory": "background", "isthing": 0, "color": [140, 180, 235]},
-    {"id": 102, "name": "wall", "supercategory": "background", "isthing": 0, "color": [175, 170, 160]},
-    {"id": 103, "name": "ground", "supercategory": "background", "isthing": 0, "color": [125, 90, 55]},
-]
+# The generator's categories (influencer_data.synthetic_2d writes them into every json; a dataset
+# whose json lists other ids is refused when loaded).
+SYNTHETIC_COCO_CATEGORIES = SYNTHETIC_2D_CATEGORIES
 
 SPLITS = ("train", "val")
-REPO_ROOT = Path(__file__).resolve().parents[4]
+NO_SYNTHETIC_ROOT = (
+    "the synthetic dataset's folder is not known: set DETECTRON2_DATASETS to the folder that holds "
+    "synthetic_coco/ (datasets/prepare_synthetic_2d.py writes datasets/generated/synthetic_coco, so "
+    "DETECTRON2_DATASETS=datasets/generated; tools/train_net.py and tools/visualize_predictions.py use "
+    "that folder of their checkout when the variable is unset), or call register_synthetic_coco(root)"
+)
 
 
 def default_synthetic_root():
-    """``$DETECTRON2_DATASETS/synthetic_coco`` if that variable is set, else
-    ``<repo>/datasets/generated/synthetic_coco``."""
+    """``$DETECTRON2_DATASETS/synthetic_coco`` if that variable is set, else None (no default:
+    the package does not guess where a checkout keeps its generated data)."""
     base = os.environ.get("DETECTRON2_DATASETS")
-    if base:
-        return os.path.join(base, "synthetic_coco")
-    return str(REPO_ROOT / "datasets" / "generated" / "synthetic_coco")
+    return os.path.join(base, "synthetic_coco") if base else None
 
 
 def default_coco_root():
@@ -188,11 +185,11 @@ def _register_instances(name, meta, json_file, image_root, hint):
 def register_synthetic_coco(root=None, prefix="synthetic_coco"):
     """Register ``{prefix}_{split}_panoptic`` and ``{prefix}_{split}_instance`` for train/val.
 
-    root: output folder of ``datasets/prepare_synthetic_2d.py`` (default: default_synthetic_root()).
-    Returns the registered names.
+    root: output folder of ``datasets/prepare_synthetic_2d.py`` (default: default_synthetic_root(),
+    ``$DETECTRON2_DATASETS/synthetic_coco``).  Without either, the names are registered all the
+    same (with their category metadata) and loading one raises FileNotFoundError saying how to
+    give the folder.  Returns the registered names.
     """
-    root = os.path.abspath(root or default_synthetic_root())
-    hint = f"Create it with: python datasets/prepare_synthetic_2d.py --out {root}"
     pan_meta = panoptic_metadata(SYNTHETIC_COCO_CATEGORIES)
     things = [c for c in SYNTHETIC_COCO_CATEGORIES if c["isthing"]]
     inst_meta = {
@@ -200,14 +197,33 @@ def register_synthetic_coco(root=None, prefix="synthetic_coco"):
         "thing_colors": [list(c["color"]) for c in things],
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(things)},
     }
+    root = root or default_synthetic_root()
     names = []
     for split in SPLITS:
-        files = _coco_files(root, split)
         pan_name, inst_name = f"{prefix}_{split}_panoptic", f"{prefix}_{split}_instance"
-        _register_panoptic_with_sem_seg(pan_name, pan_meta, files, hint)
-        _register_instances(inst_name, inst_meta, files["instances_json"], files["image_root"], hint)
+        if root is None:
+            _register_unknown_root(pan_name, pan_meta, evaluator_type="coco_panoptic_seg",
+                                   ignore_label=255, label_divisor=1000)
+            _register_unknown_root(inst_name, inst_meta, evaluator_type="coco")
+        else:
+            root = os.path.abspath(root)
+            hint = f"Create it with: python datasets/prepare_synthetic_2d.py --out {root}"
+            files = _coco_files(root, split)
+            _register_panoptic_with_sem_seg(pan_name, pan_meta, files, hint)
+            _register_instances(inst_name, inst_meta, files["instances_json"], files["image_root"], hint)
         names += [pan_name, inst_name]
     return names
+
+
+def _register_unknown_root(name, meta, **extra):
+    """Register name with its metadata and a loader that says how to give the dataset's folder."""
+
+    def load():
+        raise FileNotFoundError(f"{name}: {NO_SYNTHETIC_ROOT}")
+
+    _unregister(name)
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(**extra, **meta)
 
 
 def register_coco_panoptic(root=None):

@@ -4,23 +4,13 @@ criteria, Det3DDataPreprocessor_, SparseMatcher, matrix NMS and OneFormer3D chec
 Tiny models and tiny synthetic rooms on the CPU; data samples are built directly."""
 import json
 import os
-import sys
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.full_stack
-
-pytest.importorskip('mmdet3d')
 pytest.importorskip('spconv.pytorch')
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT = os.path.join(ROOT, 'projects', 'InfluencerFormer3D')
-KEYS = os.path.join(ROOT, 'tests', 'data', 'checkpoint_keys')
-if PROJECT not in sys.path:
-    sys.path.insert(0, PROJECT)
 
 from mmdet3d.registry import MODELS  # noqa: E402
 from mmdet3d.structures import Det3DDataSample, PointData  # noqa: E402
@@ -34,6 +24,9 @@ from influencerformer3d.models import HungarianInstanceCriterion  # noqa: E402
 from influencer_core.matching import sparse_match  # noqa: E402
 from influencerformer3d.models.detector import mask_matrix_nms  # noqa: E402
 from influencerformer3d.models.unified_criterion import LooseInstanceData  # noqa: E402
+from tests import DATA  # noqa: E402
+
+KEYS = os.path.join(DATA, 'checkpoint_keys')
 
 
 @pytest.fixture(autouse=True)

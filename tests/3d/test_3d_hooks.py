@@ -1,19 +1,12 @@
 """InfluencerFormer3D EpsilonAnnealingHook (mmengine) on a stand-in runner."""
-import os
-import sys
 import types
 
 import pytest
 import torch
 
-pytestmark = pytest.mark.full_stack
-pytest.importorskip('mmdet3d')
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'projects', 'InfluencerFormer3D'))
-
-import influencerformer3d  # noqa: E402,F401
-from mmdet3d.registry import HOOKS, MODELS  # noqa: E402
-from mmengine.logging import MessageHub  # noqa: E402
+import influencerformer3d  # noqa: F401
+from mmdet3d.registry import HOOKS, MODELS
+from mmengine.logging import MessageHub
 
 
 def _runner(criterion, max_iters=8):

@@ -72,8 +72,8 @@ def test_criterion_under_autocast(name, dtype):
     crit = build_criterion(name, num_classes=10).cuda()
     with torch.autocast("cuda", dtype=dtype):
         scaled = {"pred_logits": out["pred_logits"].to(dtype) * 1, "pred_masks": (out["pred_masks"] * 50).to(dtype),
-                  "aux_outputs": [{"pred_logits": l["pred_logits"].to(dtype), "pred_masks": (l["pred_masks"] * 50).to(dtype)}
-                                  for l in layers[:-1]]}
+                  "aux_outputs": [{"pred_logits": l["pred_logits"].to(dtype),
+                                   "pred_masks": (l["pred_masks"] * 50).to(dtype)} for l in layers[:-1]]}
         losses = crit(scaled, targets)
         total = crit.total_loss(losses)
     total.backward()

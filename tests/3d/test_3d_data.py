@@ -5,48 +5,25 @@ Runs OneFormer3D's S3DIS train / test pipelines on tiny synthetic rooms
 each transform on hand-made inputs, the missing-data errors and the metric on perfect and
 degraded predictions.
 """
-import importlib.util
 import os
 import pickle
-import sys
 
 import numpy as np
 import pytest
+import torch
 
-pytestmark = pytest.mark.full_stack
-pytest.importorskip('mmdet3d')
-torch = pytest.importorskip('torch')
+import influencerformer3d  # noqa: F401  (registers everything)
+from influencerformer3d.data import DatasetNotPreparedError
+from influencerformer3d.data.formatting import InstanceData_
+from influencerformer3d.evaluation import UnifiedSegMetric
+from influencerformer3d.evaluation.instance_seg_eval import instance_seg_eval
+from influencerformer3d.evaluation.unified_metric import s3dis_panoptic_gt
+from mmdet3d.registry import DATASETS, METRICS, TRANSFORMS
+from mmdet3d.structures import DepthPoints
+from mmengine.registry import DefaultScope
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT = os.path.join(ROOT, 'projects', 'InfluencerFormer3D')
-if PROJECT not in sys.path:
-    sys.path.insert(0, PROJECT)
-
-import influencerformer3d  # noqa: E402,F401  (registers everything)
-from influencerformer3d.data import DatasetNotPreparedError  # noqa: E402
-from influencerformer3d.data.formatting import InstanceData_  # noqa: E402
-from influencerformer3d.evaluation import UnifiedSegMetric  # noqa: E402
-from influencerformer3d.evaluation.instance_seg_eval import instance_seg_eval  # noqa: E402
-from influencerformer3d.evaluation.unified_metric import s3dis_panoptic_gt  # noqa: E402
-from mmdet3d.registry import DATASETS, METRICS, TRANSFORMS  # noqa: E402
-from mmdet3d.structures import DepthPoints  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
-
-
-def _load(name):
-    modname = f'_influencerformer_datasets_{name}'
-    if modname in sys.modules:
-        return sys.modules[modname]
-    spec = importlib.util.spec_from_file_location(
-        modname, os.path.join(ROOT, 'datasets', f'{name}.py'))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-syn = _load('prepare_synthetic_3d')
-s3dis = _load('prepare_s3dis')
+from influencer_data import s3dis
+from influencer_data import synthetic_3d as syn
 
 NUM_POINTS = 3000
 SAMPLE = 1024

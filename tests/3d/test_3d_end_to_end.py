@@ -1,30 +1,19 @@
 """InfluencerFormer3D end to end on CPU: synthetic rooms -> tools/train_3d.py's config -> a few
 training iterations (the loss goes down) -> validation with UnifiedSegMetric -> resume."""
-import importlib.util
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.full_stack
-pytest.importorskip('mmdet3d')
 pytest.importorskip('spconv.pytorch')
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from influencer_data import synthetic_3d as synthetic  # noqa: E402
+from influencerformer3d.runner import allow_mmengine_checkpoints, dataset_cfgs  # noqa: E402
+from tests import ROOT, load_script  # noqa: E402
+
 CONFIGS = os.path.join(ROOT, 'projects', 'InfluencerFormer3D', 'configs')
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-train_3d = _load('train_3d_e2e', os.path.join(ROOT, 'tools', 'train_3d.py'))
-synthetic = _load('synthetic_3d_e2e', os.path.join(ROOT, 'datasets', 'prepare_synthetic_3d.py'))
+train_3d = load_script('tools/train_3d.py')
 
 
 @pytest.fixture(scope='module')
@@ -41,7 +30,7 @@ def _cfg(config, rooms, work_dir, iters, *options):
         f'default_hooks.checkpoint.interval={iters}', 'default_hooks.logger.interval=1',
         'log_processor.window_size=1', 'randomness.seed=0', *options])
     cfg = train_3d.build_cfg(args)
-    for ds in train_3d.dataset_cfgs(cfg, ('train',)):
+    for ds in dataset_cfgs(cfg, ('train',)):
         for step in ds['pipeline']:
             if step['type'] == 'PointSample_':
                 step['num_points'] = 2000
@@ -58,7 +47,7 @@ def _train(cfg):
 
 @pytest.mark.parametrize('config', ['influencerformer_synthetic-rooms.py', 'oneformer3d_synthetic-rooms.py'])
 def test_training_lowers_the_loss_and_validation_reports_map(config, rooms, tmp_path):
-    train_3d.allow_mmengine_checkpoints()
+    allow_mmengine_checkpoints()
     runner = _train(_cfg(config, rooms, tmp_path, 16))
     losses = runner.message_hub.get_scalar('train/loss').data[0]
     assert len(losses) == 16 and np.isfinite(losses).all()
@@ -75,7 +64,7 @@ def test_training_lowers_the_loss_and_validation_reports_map(config, rooms, tmp_
 
 
 def test_resume_continues_from_the_checkpoint(rooms, tmp_path):
-    train_3d.allow_mmengine_checkpoints()
+    allow_mmengine_checkpoints()
     first = _train(_cfg('influencerformer_synthetic-rooms.py', rooms, tmp_path, 2, 'train_cfg.val_interval=100'))
     weights = {k: v.clone() for k, v in first.model.state_dict().items()}
     cfg = _cfg('influencerformer_synthetic-rooms.py', rooms, tmp_path, 3, 'train_cfg.val_interval=100')

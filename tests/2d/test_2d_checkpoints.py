@@ -10,27 +10,18 @@ DetectionCheckpointer (``MODEL.WEIGHTS``), value for value:
 import json
 import os
 import pickle
-import sys
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-pytestmark = pytest.mark.full_stack
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_backbone
+from tests import DATA
+from tests.upstream_weights import build_our_r50_panoptic, capture_outputs, deterministic_state_dict
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT = os.path.join(ROOT, "projects", "InfluencerFormer2D")
-KEYS = os.path.join(ROOT, "tests", "data", "checkpoint_keys", "m2f_r50_panoptic_keys.json")
-FIXTURE = os.path.join(ROOT, "tests", "data", "mask2former_outputs", "r50_panoptic.pt")
-for p in (PROJECT, os.path.dirname(os.path.abspath(__file__))):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-pytest.importorskip("detectron2")
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.modeling import build_backbone  # noqa: E402
-from tests.upstream_weights import build_our_r50_panoptic, capture_outputs, deterministic_state_dict  # noqa: E402,E501
+KEYS = os.path.join(DATA, "checkpoint_keys", "m2f_r50_panoptic_keys.json")
+FIXTURE = os.path.join(DATA, "mask2former_outputs", "r50_panoptic.pt")
 
 
 def _save_pkl(path, model, **extra):

@@ -8,19 +8,12 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-pytest.importorskip("mmdet3d")
-pytestmark = pytest.mark.full_stack
+from mmengine.structures import InstanceData
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT = os.path.join(ROOT, "projects", "InfluencerFormer3D")
-if PROJECT not in sys.path:
-    sys.path.insert(0, PROJECT)
-
-from mmengine.structures import InstanceData  # noqa: E402
-
-import influencerformer3d  # noqa: E402,F401
-from influencerformer3d.models import HungarianInstanceCriterion, InfluencerCriterion  # noqa: E402
-from influencer_core import OTInfluencerCriterion  # noqa: E402
+import influencerformer3d  # noqa: F401
+from influencerformer3d.models import HungarianInstanceCriterion, InfluencerCriterion
+from influencer_core import OTInfluencerCriterion
+from tests import ROOT
 
 C = 4
 MATCHER = dict(type="HungarianMatcher", costs=[

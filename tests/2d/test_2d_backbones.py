@@ -10,27 +10,20 @@ import importlib.util
 import json
 import math
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_backbone
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT_2D = os.path.join(ROOT, "projects", "InfluencerFormer2D")
-if PROJECT_2D not in sys.path:
-    sys.path.insert(0, PROJECT_2D)
+from tests import DATA, ROOT
 
-# The whole file needs detectron2 (tools/install.sh); `make test-core` deselects it.
-pytestmark = pytest.mark.full_stack
-pytest.importorskip("detectron2")
-from detectron2.config import CfgNode as CN  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.layers import ShapeSpec  # noqa: E402
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_backbone  # noqa: E402
-
-KEYS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checkpoint_keys")
-SWIN_FILE = os.path.join(PROJECT_2D, "influencerformer2d", "modeling", "backbone", "swin.py")
+KEYS_DIR = os.path.join(DATA, "checkpoint_keys")
+SWIN_FILE = os.path.join(ROOT, "projects", "InfluencerFormer2D", "influencerformer2d", "modeling", "backbone",
+                         "swin.py")
 
 
 def _load_swin():

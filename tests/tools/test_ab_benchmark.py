@@ -1,5 +1,4 @@
 """Duplicate-rate metric and a smoke run of tools/ab_benchmark.py."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,13 +7,12 @@ import sys
 import pytest
 import torch
 
-pytestmark = pytest.mark.full_stack
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "projects", "InfluencerFormer2D"))
 pytest.importorskip("detectron2")
 
+from influencer_data.synthetic_2d import generate as generate_synthetic_2d  # noqa: E402
 from influencerformer2d.evaluation import DuplicateRateEvaluator, duplicate_flags  # noqa: E402
+
+from tests import ROOT, load_script  # noqa: E402
 
 
 def test_duplicate_flags_mark_lower_scored_copies_only():
@@ -43,10 +41,7 @@ def test_duplicate_rate_evaluator_counts():
 
 
 def test_ab_benchmark_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("p2d", os.path.join(ROOT, "datasets", "prepare_synthetic_2d.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.generate(str(tmp_path / "data" / "synthetic_coco"), num_train=8, num_val=3, image_size=64, seed=1)
+    generate_synthetic_2d(str(tmp_path / "data" / "synthetic_coco"), num_train=8, num_val=3, image_size=64, seed=1)
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"))
     out = tmp_path / "ab"
     cmd = [sys.executable, os.path.join(ROOT, "tools", "ab_benchmark.py"), "--iters", "4", "--eval-period", "2",
@@ -66,10 +61,7 @@ def test_ab_benchmark_smoke(tmp_path):
 
 
 def _ab_module():
-    spec = importlib.util.spec_from_file_location("ab_benchmark_3d", os.path.join(ROOT, "tools", "ab_benchmark.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/ab_benchmark.py")
 
 
 def test_ab_benchmark_3d_parses_mmengine_scalars_and_reports(tmp_path):

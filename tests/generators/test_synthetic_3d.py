@@ -6,7 +6,6 @@ datasets and loading transforms exactly as OneFormer3D's S3DIS config uses
 them; those tests are marked ``full_stack`` and skip without mmdet3d.
 """
 import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -16,24 +15,13 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from influencer_data import s3dis, scannet
+from influencer_data import synthetic_3d as syn
+from tests import ROOT, load_script
+
 DATASETS_DIR = os.path.join(ROOT, 'datasets')
-
-
-def _load(name):
-    modname = f'_influencerformer_datasets_{name}'
-    if modname in sys.modules:
-        return sys.modules[modname]
-    spec = importlib.util.spec_from_file_location(modname, os.path.join(DATASETS_DIR, f'{name}.py'))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-syn = _load('prepare_synthetic_3d')
-s3dis = _load('prepare_s3dis')
-scannet = _load('prepare_scannet')
+syn_cli = load_script('datasets/prepare_synthetic_3d.py')
+s3dis_cli = load_script('datasets/prepare_s3dis.py')
 
 AREAS = (1, 2, 5)
 ROOMS = 3
@@ -235,10 +223,10 @@ def test_cli(tmp_path):
     out = str(tmp_path / 'cli')
     args = ['--out', out, '--rooms-per-area', '1', '--areas', '3', '--points', '2000',
             '--seed', '3', '--no-superpoints']
-    assert syn.main(args) == 0
-    assert syn.main(args) == 0                           # up to date: nothing to do
-    assert syn.main(args[:-1] + ['--seed', '4', '--no-superpoints']) == 1   # needs --force
-    assert syn.main(args + ['--force']) == 0
+    assert syn_cli.main(args) == 0
+    assert syn_cli.main(args) == 0                           # up to date: nothing to do
+    assert syn_cli.main(args[:-1] + ['--seed', '4', '--no-superpoints']) == 1   # needs --force
+    assert syn_cli.main(args + ['--force']) == 0
     assert os.path.isfile(os.path.join(out, 's3dis_infos_Area_3.pkl'))
     assert not os.path.isdir(os.path.join(out, 'super_points'))
 
@@ -413,7 +401,7 @@ def test_wrappers_fail_clearly_without_data(tmp_path):
     assert f'python datasets/prepare_scannet.py --data-root {missing}' in r.stderr
     # partially present data is reported precisely
     os.makedirs(os.path.join(missing, s3dis.RAW_DIRNAME, 'Area_1'))
-    assert s3dis.main(['--data-root', missing]) == 2
+    assert s3dis_cli.main(['--data-root', missing]) == 2
     msg = s3dis.check_raw(missing, [1])
     assert 'no <room>/Annotations' in msg
 

@@ -1,36 +1,32 @@
 """InfluencerFormer2D end to end: configs, checkpoint layout, training, evaluation, resume."""
 import glob
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+from detectron2.projects.deeplab import add_deeplab_config
 
-pytestmark = pytest.mark.full_stack
+import influencerformer2d  # noqa: F401
+from influencerformer2d import add_influencerformer_config
+from influencerformer2d.data.datasets import register_synthetic_coco
+from influencerformer2d.hooks import EpsilonAnnealingHook
+from influencerformer2d.modeling.pixel_decoder import triton_available
+from influencer_core.schedules import EpsilonSchedule
+from influencer_data.synthetic_2d import generate as generate_synthetic_2d
+from tests import DATA, ROOT, load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT = os.path.join(ROOT, "projects", "InfluencerFormer2D")
-CONFIGS = os.path.join(PROJECT, "configs")
-KEYS = os.path.join(ROOT, "tests", "data", "checkpoint_keys")
-for p in (PROJECT, os.path.join(ROOT, "tools")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+CONFIGS = os.path.join(ROOT, "projects", "InfluencerFormer2D", "configs")
+KEYS = os.path.join(DATA, "checkpoint_keys")
 
-detectron2 = pytest.importorskip("detectron2")
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.projects.deeplab import add_deeplab_config  # noqa: E402
 
-import influencerformer2d  # noqa: E402,F401
-from influencerformer2d import add_influencerformer_config  # noqa: E402
-from influencerformer2d.data.datasets import register_synthetic_coco  # noqa: E402
-from influencerformer2d.hooks import EpsilonAnnealingHook  # noqa: E402
-from influencerformer2d.modeling.pixel_decoder import triton_available  # noqa: E402
-from influencer_core.schedules import EpsilonSchedule  # noqa: E402
+def _train_net():
+    """tools/train_net.py as a module (a script: loaded by its path)."""
+    return load_script("tools/train_net.py")
 
 
 def load_cfg(name, *opts):
@@ -46,10 +42,7 @@ def load_cfg(name, *opts):
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("syn2d"))
-    spec = importlib.util.spec_from_file_location("prep2d", os.path.join(ROOT, "datasets", "prepare_synthetic_2d.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.generate(root, num_train=12, num_val=4, image_size=64, seed=3)
+    generate_synthetic_2d(root, num_train=12, num_val=4, image_size=64, seed=3)
     register_synthetic_coco(root, prefix="t2d")
     yield root
 
@@ -126,9 +119,7 @@ def test_full_model_under_autocast(synthetic_root, criterion, dtype):
 
 
 def _run_trainer(cfg, resume=False):
-    from train_net import Trainer
-
-    trainer = Trainer(cfg)
+    trainer = _train_net().Trainer(cfg)
     trainer.resume_or_load(resume=resume)
     return trainer
 
@@ -144,7 +135,8 @@ def test_influencer_options_reach_the_criterion():
     from influencerformer2d.influencerformer_model import build_criterion_from_cfg
 
     cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET", "mass",
-                   "MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY", 2.5, "MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT", 0.5)
+                   "MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY", 2.5,
+                   "MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT", 0.5)
     crit = build_criterion_from_cfg(cfg, num_classes=9)
     assert (crit.class_target, crit.aux_capacity, crit.exclusion_weight) == ("mass", 2.5, 0.5)
     bad = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET", "soft")
@@ -206,8 +198,9 @@ def test_resume_restores_identical_state(tmp_path, synthetic_root):
 
 def test_train_net_main_trains_then_evaluates_with_eval_only(tmp_path, synthetic_root, monkeypatch):
     """`tools/train_net.py` as a user runs it: train, then `--eval-only MODEL.WEIGHTS` on the result."""
-    import train_net
     from detectron2.engine import default_argument_parser
+
+    train_net = _train_net()
 
     opts = ["DATASETS.TRAIN", "('t2d_train_panoptic',)", "DATASETS.TEST", "('t2d_val_panoptic',)",
             "INPUT.IMAGE_SIZE", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
@@ -288,7 +281,8 @@ def test_cuda_amp_training_and_evaluation(tmp_path, synthetic_root, criterion, f
     """The GPU path end to end: AMPTrainer (float16 autocast, gradient scaler), the fused
     deformable attention inside the model, then COCO panoptic / instance evaluation."""
     from detectron2.engine import AMPTrainer
-    from train_net import Trainer
+
+    Trainer = _train_net().Trainer
 
     cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 20, "SOLVER.BASE_LR", 0.001,
                      "SOLVER.AMP.ENABLED", True, "TEST.EVAL_PERIOD", 0, "MODEL.MASK_FORMER.CRITERION", criterion)
@@ -313,7 +307,8 @@ def test_cuda_training_step_never_syncs_with_the_host(synthetic_root):
                    ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256)
     cfg.MODEL.DEVICE = "cuda"
     model = build_model(cfg).train()
-    batch = [dict(x, image=x["image"].cuda(), instances=x["instances"].to("cuda")) for x in _batch("t2d_train_panoptic")]
+    batch = [dict(x, image=x["image"].cuda(), instances=x["instances"].to("cuda"))
+             for x in _batch("t2d_train_panoptic")]
     sum(model(batch).values()).backward()  # warm-up: lazy initialisation may synchronise
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

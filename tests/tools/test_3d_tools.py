@@ -6,7 +6,6 @@ test_3d.py, and the argument handling of tools/train_3d.sh / eval_3d.sh (through
 mode).  No training here."""
 import copy
 import glob
-import importlib.util
 import os
 import re
 import subprocess
@@ -15,24 +14,21 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.full_stack
 pytest.importorskip('mmdet3d')
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import influencerformer3d  # noqa: E402
+from influencer_data import synthetic_3d as gen  # noqa: E402
+from influencerformer3d import runner  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+
+from tests import ROOT, load_script  # noqa: E402
+
 PROJECT = os.path.join(ROOT, 'projects', 'InfluencerFormer3D')
 CONFIG_DIR = os.path.join(PROJECT, 'configs')
 TOOLS = os.path.join(ROOT, 'tools')
 HUNGARIAN_ONLY_KEYS = {'matcher', 'fix_dice_loss_weight', 'fix_mean_loss', '_delete_'}
 
-
-def _load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-arms = _load_module('arms', os.path.join(TOOLS, 'arms.py'))
+arms = load_script('tools/arms.py')
 
 
 def config_name(dataset, arm):
@@ -49,12 +45,9 @@ OLD_SYNTHETIC = {f'synthetic-rooms_{old}.py': config_name('synthetic', arms.cano
                  for old in ('baseline', 'reference', 'influencer')}
 
 
-train_3d = _load_module('train_3d', os.path.join(TOOLS, 'train_3d.py'))
-if TOOLS not in sys.path:
-    sys.path.insert(0, TOOLS)  # test_3d.py imports train_3d
-test_3d = _load_module('test_3d_tool', os.path.join(TOOLS, 'test_3d.py'))
-
-from mmengine.config import Config  # noqa: E402
+# the command lines (scripts, loaded by path); their shared code is influencerformer3d.runner
+train_3d = load_script('tools/train_3d.py')
+test_3d = load_script('tools/test_3d.py')
 
 _CACHE = {}
 
@@ -132,7 +125,7 @@ def test_config_loads(name):
     assert not [p for p, k in _walk_keys(cfg.to_dict()) if k == '_delete_'], \
         '_delete_ left in the merged config'
     for split in ('train', 'val', 'test'):
-        assert train_3d.dataset_cfgs(cfg, (split,)), f'{split}_dataloader has no dataset'
+        assert runner.dataset_cfgs(cfg, (split,)), f'{split}_dataloader has no dataset'
 
 
 # InfluencerCriterion's defaults (projects/InfluencerFormer3D/influencerformer3d/criterion.py): the
@@ -235,11 +228,11 @@ def test_s3dis_baseline_values():
     assert cfg.param_scheduler.type == 'PolyLR' and cfg.param_scheduler.power == 0.9
     assert cfg.train_cfg.max_epochs == 512 and cfg.train_cfg.val_interval == 16
     assert cfg.train_dataloader.batch_size == 2
-    train = train_3d.dataset_cfgs(cfg, ('train',))
+    train = runner.dataset_cfgs(cfg, ('train',))
     assert [d.ann_file for d in train] == [f's3dis_infos_Area_{a}.pkl' for a in (1, 2, 3, 4, 6)]
-    assert [d.ann_file for d in train_3d.dataset_cfgs(cfg, ('val', 'test'))] == \
+    assert [d.ann_file for d in runner.dataset_cfgs(cfg, ('val', 'test'))] == \
         ['s3dis_infos_Area_5.pkl'] * 2
-    assert {d.data_root for d in train_3d.dataset_cfgs(cfg)} == {'data/s3dis/'}
+    assert {d.data_root for d in runner.dataset_cfgs(cfg)} == {'data/s3dis/'}
     assert cfg.val_evaluator.type == 'UnifiedSegMetric'
     assert cfg.model.test_cfg.topk_insts == 450 and cfg.model.test_cfg.npoint_thr == 300
     assert cfg.load_from is None
@@ -248,7 +241,7 @@ def test_s3dis_baseline_values():
 def test_scannet_baseline_values():
     cfg = load(config_name('scannet', 'hungarian'))
     assert cfg.train_dataloader.batch_size == 4
-    assert {d.data_root for d in train_3d.dataset_cfgs(cfg)} == {'data/scannet/'}
+    assert {d.data_root for d in runner.dataset_cfgs(cfg)} == {'data/scannet/'}
     assert cfg.model.voxel_size == 0.02 and cfg.model.decoder.type == 'ScanNetQueryDecoder'
     assert cfg.val_evaluator.type == 'UnifiedSegMetric'
     assert cfg.val_evaluator.inst_mapping == cfg.val_evaluator.sem_mapping[2:]
@@ -257,7 +250,6 @@ def test_scannet_baseline_values():
 
 
 def test_synthetic_configs_fit_a_cpu():
-    gen = _load_module('prepare_synthetic_3d', train_3d.SYNTHETIC_GENERATOR)
     for name in (config_name('synthetic', 'hungarian'), config_name('synthetic', 'ot')):
         cfg = load(name)
         assert cfg.model.num_channels <= 32 and cfg.model.decoder.num_instance_queries <= 64
@@ -269,7 +261,7 @@ def test_synthetic_configs_fit_a_cpu():
             loader = cfg[f'{split}_dataloader']
             assert loader.num_workers <= 2
             assert not (loader.num_workers == 0 and loader.get('persistent_workers', False))
-        assert {d.data_root for d in train_3d.dataset_cfgs(cfg)} == \
+        assert {d.data_root for d in runner.dataset_cfgs(cfg)} == \
             {'datasets/generated/synthetic_s3dis/'}
         # the generator's own defaults, so prepare_synthetic_3d.py without options matches
         assert gen._params(**{**dict(num_rooms_per_area=6, areas=(1, 2, 3, 4, 5, 6), seed=0,
@@ -285,7 +277,7 @@ def _missing_data_registrations(cfg):
     from mmdet3d.registry import DATASETS, METRICS, TRANSFORMS
     import influencerformer3d  # noqa: F401  (registers)
     missing = []
-    for ds in train_3d.dataset_cfgs(cfg):
+    for ds in runner.dataset_cfgs(cfg):
         if DATASETS.get(ds.type) is None:
             missing.append(ds.type)
         missing += [t for t in sorted(_type_names(ds.pipeline)) if TRANSFORMS.get(t) is None]
@@ -331,8 +323,8 @@ def test_synthetic_dataset_pipeline_runs(tmp_path):
     root = str(tmp_path / 'rooms')
     cfg.synthetic_data = dict(num_rooms_per_area=2, areas=[1, 2, 3, 4, 5, 6], points=1500,
                               superpoints=False, seed=0)
-    train_3d.set_data_root(cfg, root)
-    assert train_3d.ensure_data(cfg, ('train', 'val')) == [root + '/']
+    runner.set_data_root(cfg, root)
+    assert runner.ensure_data(cfg, ('train', 'val')) == [root + '/']
     test = DATASETS.build(cfg.test_dataloader.dataset)
     item = test[0]
     assert item['inputs']['points'].shape[1] == 6
@@ -363,33 +355,36 @@ def test_train_args_and_resume(tmp_path):
     with pytest.raises(SystemExit):
         train_3d.parse_args([SYNTH, '--launcher', 'nope'])
 
-    cfg = train_3d.load_config(a)
+    cfg = runner.load_config(a)
     assert cfg.train_cfg.max_iters == 5 and cfg.model.voxel_size == 0.1
     assert cfg.work_dir == str(tmp_path) and cfg.launcher == 'pytorch'
-    cfg = train_3d.load_config(train_3d.parse_args([SYNTH]))
+    cfg = runner.load_config(train_3d.parse_args([SYNTH]))
     assert cfg.work_dir == os.path.join('./work_dirs', 'influencerformer_synthetic-rooms')
 
-    cfg = train_3d.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume']))
+    cfg = runner.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume']))
     assert cfg.resume is True and cfg.load_from is None
     ckpt = tmp_path / 'iter_5.pth'
     ckpt.write_bytes(b'')
-    cfg = train_3d.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume', str(ckpt)]))
+    cfg = runner.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume', str(ckpt)]))
     assert cfg.resume is True and cfg.load_from == str(ckpt)
-    with pytest.raises(train_3d.ToolError, match='not found'):
-        train_3d.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume', 'nope.pth']))
-    cfg = train_3d.apply_train_options(load(SYNTH_HUNGARIAN),
-                                       train_3d.parse_args([SYNTH, '--amp']))
+    with pytest.raises(runner.ToolError, match='not found'):
+        runner.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume', 'nope.pth']))
+    cfg = runner.apply_train_options(load(SYNTH_HUNGARIAN),
+                                     train_3d.parse_args([SYNTH, '--amp']))
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     cfg = load(SYNTH_HUNGARIAN)
     cfg.load_from = str(tmp_path / 'missing.pth')
-    with pytest.raises(train_3d.ToolError, match='load_from'):
-        train_3d.apply_train_options(cfg, train_3d.parse_args([SYNTH]))
+    with pytest.raises(runner.ToolError, match='load_from'):
+        runner.apply_train_options(cfg, train_3d.parse_args([SYNTH]))
 
 
-def test_paths_set_for_plugin_import():
-    assert ROOT in sys.path and PROJECT in sys.path
-    parts = os.environ['PYTHONPATH'].split(os.pathsep)
-    assert ROOT in parts and PROJECT in parts
+def test_tools_import_this_checkouts_plugin():
+    """No path setting: the plugin (and the runner code the tools share) is the installed package
+    of this checkout (tools/install.sh re-points the shared environment at the checkout it runs in)."""
+    assert os.path.dirname(os.path.abspath(influencerformer3d.__file__)) == \
+        os.path.join(PROJECT, 'influencerformer3d')
+    assert train_3d.make_runner is test_3d.make_runner is runner.make_runner
+    assert not hasattr(train_3d, 'setup_paths') and not hasattr(train_3d, 'ROOT')
 
 
 def test_cpu_guards():
@@ -397,11 +392,11 @@ def test_cpu_guards():
     if torch.cuda.is_available():
         pytest.skip('CUDA present')
     cfg = load(SYNTH_HUNGARIAN)
-    with pytest.raises(train_3d.ToolError, match='CUDA'):
-        train_3d.check_device(cfg, launcher='pytorch')
-    with pytest.raises(train_3d.ToolError, match='--amp'):
-        train_3d.check_device(cfg, amp=True)
-    train_3d.check_device(cfg)  # CPU, single process: fine
+    with pytest.raises(runner.ToolError, match='CUDA'):
+        runner.check_device(cfg, launcher='pytorch')
+    with pytest.raises(runner.ToolError, match='--amp'):
+        runner.check_device(cfg, amp=True)
+    runner.check_device(cfg)  # CPU, single process: fine
 
 
 def test_cpu_threads(monkeypatch):
@@ -413,21 +408,21 @@ def test_cpu_threads(monkeypatch):
     old = torch.get_num_threads()
     try:
         monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
-        assert train_3d.set_cpu_threads() == 1
+        assert runner.set_cpu_threads() == 1
         monkeypatch.setenv('OMP_NUM_THREADS', '2')
-        assert train_3d.set_cpu_threads() == 2
-        assert train_3d.set_cpu_threads(1) == 1
-        assert train_3d.set_cpu_threads(0) == 1  # 0: unchanged
+        assert runner.set_cpu_threads() == 2
+        assert runner.set_cpu_threads(1) == 1
+        assert runner.set_cpu_threads(0) == 1  # 0: unchanged
     finally:
         torch.set_num_threads(old)
 
 
 def test_data_root_override(tmp_path):
     a = train_3d.parse_args([S3DIS, '--data-root', str(tmp_path)])
-    cfg = train_3d.load_config(a)
-    roots = {d.data_root for d in train_3d.dataset_cfgs(cfg)}
+    cfg = runner.load_config(a)
+    roots = {d.data_root for d in runner.dataset_cfgs(cfg)}
     assert roots == {str(tmp_path) + '/'} and cfg.data_root == str(tmp_path) + '/'
-    assert len(train_3d.required_files(cfg, ('train', 'val'))) == 6
+    assert len(runner.required_files(cfg, ('train', 'val'))) == 6
 
 
 def test_missing_real_data_fails_early_with_command(tmp_path, capsys):
@@ -435,26 +430,26 @@ def test_missing_real_data_fails_early_with_command(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert 's3dis_infos_Area_1.pkl' in err and 'datasets/prepare_s3dis.py' in err
-    with pytest.raises(train_3d.ToolError, match='prepare_scannet.py'):
+    with pytest.raises(runner.ToolError, match='prepare_scannet.py'):
         cfg = load(config_name('scannet', 'hungarian'))
-        train_3d.set_data_root(cfg, str(tmp_path / 'nothing'))
-        train_3d.ensure_data(cfg)
+        runner.set_data_root(cfg, str(tmp_path / 'nothing'))
+        runner.ensure_data(cfg)
     assert train_3d.main([str(tmp_path / 'no_config.py')]) == 2
 
 
 def test_synthetic_data_generated_on_demand(tmp_path):
     cfg = load(SYNTH_HUNGARIAN)
     root = str(tmp_path / 'synthetic')
-    train_3d.set_data_root(cfg, root)
+    runner.set_data_root(cfg, root)
     cfg.synthetic_data = dict(num_rooms_per_area=1, areas=[1, 2, 3, 4, 5, 6], points=600,
                               max_objects=2, superpoints=False)
-    assert train_3d.ensure_data(cfg, ('train', 'val')) == [root + '/']
-    assert all(os.path.isfile(f) for f in train_3d.required_files(cfg, ('train', 'val', 'test')))
-    assert train_3d.ensure_data(cfg, ('train', 'val')) == []  # present: nothing to do
+    assert runner.ensure_data(cfg, ('train', 'val')) == [root + '/']
+    assert all(os.path.isfile(f) for f in runner.required_files(cfg, ('train', 'val', 'test')))
+    assert runner.ensure_data(cfg, ('train', 'val')) == []  # present: nothing to do
     cfg.synthetic_data = dict(num_rooms_per_area=1, areas=[1, 2], points=600, superpoints=False)
     os.remove(os.path.join(root, 's3dis_infos_Area_6.pkl'))
-    with pytest.raises(train_3d.ToolError):
-        train_3d.ensure_data(cfg, ('train',))
+    with pytest.raises(runner.ToolError):
+        runner.ensure_data(cfg, ('train',))
 
 
 # ---------------------------------------------------------------------------------- test_3d.py

@@ -6,35 +6,25 @@ import sys
 
 import pytest
 import torch
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT_2D = os.path.join(ROOT, "projects", "InfluencerFormer2D")
-if PROJECT_2D not in sys.path:
-    sys.path.insert(0, PROJECT_2D)
-
-# The whole file needs detectron2 (tools/install.sh); `make test-core` deselects it.
-pytestmark = pytest.mark.full_stack
-pytest.importorskip("detectron2")
-pytest.importorskip("fvcore")
-
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.layers import ShapeSpec  # noqa: E402
-from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head  # noqa: E402
-
-import influencerformer2d.modeling  # noqa: E402,F401  (registration)
-from influencerformer2d.config import CRITERION_NAMES, add_influencerformer_config  # noqa: E402
-from influencerformer2d.modeling.pixel_decoder.ms_deform_attn import (  # noqa: E402
+import influencerformer2d.modeling  # noqa: F401  (registration)
+from influencerformer2d.config import CRITERION_NAMES, add_influencerformer_config
+from influencerformer2d.modeling.pixel_decoder.ms_deform_attn import (
     MSDeformAttn,
     ms_deform_attn,
     ms_deform_attn_pytorch,
     triton_available,
 )
-from influencerformer2d.modeling.transformer_decoder import (  # noqa: E402
+from influencerformer2d.modeling.transformer_decoder import (
     TRANSFORMER_DECODER_REGISTRY,
     PositionEmbeddingSine,
 )
 
-KEYS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checkpoint_keys")
+# tests/data/checkpoint_keys (by path: the file also runs outside pytest, see _PIXEL_DECODER_SCRIPT)
+KEYS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "checkpoint_keys")
 FEATURES = ("res2", "res3", "res4", "res5")
 STRIDES = (4, 8, 16, 32)
 R50_CHANNELS = (256, 512, 1024, 2048)
@@ -436,9 +426,11 @@ def test_ms_deform_attn_triton_kernels_interpreted():
 
 
 _PIXEL_DECODER_SCRIPT = r"""
-import copy, sys, torch
-sys.path[:0] = sys.argv[1:3]
-from test_2d_heads import R50_CHANNELS, _cfg, _features, _input_shape
+import copy, importlib.util, sys, torch
+spec = importlib.util.spec_from_file_location("heads_under_test", sys.argv[1])  # this test file
+heads = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(heads)
+R50_CHANNELS, _cfg, _features, _input_shape = heads.R50_CHANNELS, heads._cfg, heads._features, heads._input_shape
 from detectron2.modeling import build_sem_seg_head
 from influencerformer2d.modeling.pixel_decoder import MSDeformAttn
 
@@ -483,4 +475,4 @@ print("ok")
 def test_pixel_decoder_with_triton_kernels_matches_pytorch_interpreted():
     """The whole deformable encoder + FPN with the fused kernels (as on CUDA) equals the PyTorch
     path, outputs and every gradient, on CPU through Triton's interpreter."""
-    _run_interpreted(_PIXEL_DECODER_SCRIPT, os.path.dirname(os.path.abspath(__file__)), PROJECT_2D, timeout=400)
+    _run_interpreted(_PIXEL_DECODER_SCRIPT, os.path.abspath(__file__), timeout=400)

@@ -6,23 +6,16 @@ get ``deterministic_state_dict`` over Mask2Former's key list and the same image.
 """
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.full_stack
+from tests import DATA
+from tests.upstream_weights import build_our_r50_panoptic, capture_outputs, deterministic_state_dict
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT = os.path.join(ROOT, "projects", "InfluencerFormer2D")
-FIXTURE = os.path.join(ROOT, "tests", "data", "mask2former_outputs", "r50_panoptic.pt")
-KEYS = os.path.join(ROOT, "tests", "data", "checkpoint_keys", "m2f_r50_panoptic_keys.json")
-if PROJECT not in sys.path:
-    sys.path.insert(0, PROJECT)
-
-pytest.importorskip("detectron2")
-from tests.upstream_weights import build_our_r50_panoptic, capture_outputs, deterministic_state_dict  # noqa: E402,E501
+FIXTURE = os.path.join(DATA, "mask2former_outputs", "r50_panoptic.pt")
+KEYS = os.path.join(DATA, "checkpoint_keys", "m2f_r50_panoptic_keys.json")
 
 ATOL = RTOL = 1e-4
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from influencer_core import build_criterion, pack_masks
+from influencer_core import build_criterion
 from influencer_core.masks import pair_stats
 from influencer_core.transport import sinkhorn_plan
 

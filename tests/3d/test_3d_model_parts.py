@@ -12,18 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-pytestmark = pytest.mark.full_stack
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT = os.path.join(ROOT, 'projects', 'InfluencerFormer3D')
-MODELS_DIR = os.path.join(PROJECT, 'influencerformer3d', 'models')
-KEYS = os.path.join(ROOT, 'tests', 'data', 'checkpoint_keys')
-if PROJECT not in sys.path:
-    sys.path.insert(0, PROJECT)
-
 spconv = pytest.importorskip('spconv.pytorch')
-pytest.importorskip('mmdet3d')
 from mmdet3d.registry import MODELS  # noqa: E402
+
+from tests import DATA, ROOT  # noqa: E402
+
+MODELS_DIR = os.path.join(ROOT, 'projects', 'InfluencerFormer3D', 'influencerformer3d', 'models')
+KEYS = os.path.join(DATA, 'checkpoint_keys')
 
 
 def _load(name):

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from influencer_core import build_criterion
 from influencer_core import criterion as criterion_module
-from tests.test_criterion import C, point_batch
+from tests.batches import C, point_batch
 
 # masks per worker: the mean over the two workers is 2
 MASKS = {0: (3, 1), 1: (0, 0)}

@@ -1,20 +1,13 @@
 """Synthetic COCO-format 2D dataset: file layout, annotation consistency, detectron2 registration."""
 import contextlib
-import importlib.util
 import io
 import json
 import os
-import sys
 import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT_2D = os.path.join(ROOT, "projects", "InfluencerFormer2D")
-if PROJECT_2D not in sys.path:
-    sys.path.insert(0, PROJECT_2D)
 
 # The whole file needs the 2D stack (tools/install.sh); `make test-core` deselects it.
 pytestmark = pytest.mark.full_stack
@@ -24,16 +17,9 @@ from panopticapi.evaluation import pq_compute  # noqa: E402
 from panopticapi.utils import rgb2id  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
+from influencer_data import coco_semantic as semantic  # noqa: E402
+from influencer_data import synthetic_2d as gen  # noqa: E402
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "datasets", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_script("prepare_synthetic_2d")
-semantic = _load_script("prepare_coco_semantic_from_panoptic")
 SPLITS = ("train", "val")
 N_IMAGES = {"train": 7, "val": 6}
 PARAMS = dict(num_train=N_IMAGES["train"], num_val=N_IMAGES["val"], image_size=64, seed=3)
@@ -181,9 +167,8 @@ def test_ground_truth_pq_against_itself_is_100(data_root):
 def test_registration_loads_records(data_root):
     pytest.importorskip("detectron2")
     from detectron2.data import DatasetCatalog, MetadataCatalog
-    from influencerformer2d.data.datasets import SYNTHETIC_COCO_CATEGORIES, register_synthetic_coco
+    from influencerformer2d.data.datasets import register_synthetic_coco
 
-    assert SYNTHETIC_COCO_CATEGORIES == gen.CATEGORIES
     prefix = f"test_syn_{uuid.uuid4().hex[:8]}"
     names = register_synthetic_coco(root=str(data_root), prefix=prefix)
     assert register_synthetic_coco(root=str(data_root), prefix=prefix) == names  # idempotent
@@ -196,11 +181,13 @@ def test_registration_loads_records(data_root):
             assert meta.evaluator_type == "coco_panoptic_seg"
             assert meta.ignore_label == 255 and meta.label_divisor == 1000
             assert meta.thing_classes == ["disc", "square", "triangle", "ring", "cross", "star"]
-            assert meta.stuff_classes == [c["name"] for c in gen.CATEGORIES]
-            assert meta.thing_dataset_id_to_contiguous_id == {i: i - 1 for i in range(1, 7)}
-            assert meta.stuff_dataset_id_to_contiguous_id[101] == 6
             assert os.path.isfile(meta.panoptic_json) and os.path.isfile(meta.json_file)
             pan = _read_json(meta.panoptic_json)
+            # the registered categories are those the generator wrote, in the json's order
+            assert meta.stuff_classes == [c["name"] for c in pan["categories"]]
+            assert meta.stuff_colors == [c["color"] for c in pan["categories"]]
+            assert meta.thing_dataset_id_to_contiguous_id == {i: i - 1 for i in range(1, 7)}
+            assert meta.stuff_dataset_id_to_contiguous_id[101] == 6
             for rec, ann in zip(records, pan["annotations"]):
                 for key in ("file_name", "pan_seg_file_name", "sem_seg_file_name"):
                     assert os.path.isfile(rec[key]), key
@@ -222,10 +209,31 @@ def test_registration_loads_records(data_root):
             MetadataCatalog.remove(name)
 
 
-def test_missing_files_raise_with_preparation_command(tmp_path):
+def test_missing_files_raise_with_preparation_command(tmp_path, monkeypatch):
     pytest.importorskip("detectron2")
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from influencerformer2d.data.datasets import register_coco_panoptic, register_synthetic_coco
+
+    # no root and no DETECTRON2_DATASETS: registered (with metadata), loading says how to give it
+    monkeypatch.delenv("DETECTRON2_DATASETS", raising=False)
+    names = register_synthetic_coco(prefix=f"test_noroot_{uuid.uuid4().hex[:8]}")
+    try:
+        assert MetadataCatalog.get(names[0]).thing_classes[0] == "disc"
+        for name in names:
+            with pytest.raises(FileNotFoundError, match="set DETECTRON2_DATASETS"):
+                DatasetCatalog.get(name)
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    names = register_synthetic_coco(prefix=f"test_env_{uuid.uuid4().hex[:8]}")
+    try:
+        assert MetadataCatalog.get(names[0]).panoptic_json.startswith(str(tmp_path / "synthetic_coco"))
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
 
     missing = tmp_path / "not_generated"
     names = register_synthetic_coco(root=str(missing), prefix=f"test_missing_{uuid.uuid4().hex[:8]}")

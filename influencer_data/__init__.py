@@ -1,0 +1,10 @@
+"""influencer_data: the dataset generators and converters behind ``datasets/prepare_*.py``.
+
+* :mod:`influencer_data.synthetic_2d` - synthetic shapes in COCO 2017 panoptic + instance format;
+* :mod:`influencer_data.coco_semantic` - semantic PNGs from COCO-format panoptic annotations;
+* :mod:`influencer_data.synthetic_3d` - synthetic rooms in mmdet3d's processed S3DIS layout;
+* :mod:`influencer_data.s3dis`, :mod:`influencer_data.scannet` - raw S3DIS / ScanNet v2 converters.
+
+Numpy (plus OpenCV, pycocotools and Pillow for 2D) only: no detectron2 or mmdet3d.  The scripts
+in ``datasets/`` are the command lines (their default input / output folders are in ``datasets/``).
+"""
