@@ -56,7 +56,8 @@ class InfluencerLoss(nn.Module):
     ) -> Dict[str, Tensor]:
         if embeddings.dim() == 2:
             embeddings, beta_logits, instance_ids = embeddings[None], beta_logits[None], instance_ids[None]
-        if embeddings.dim() != 3 or beta_logits.shape != embeddings.shape[:2] or instance_ids.shape != beta_logits.shape:
+        if (embeddings.dim() != 3 or beta_logits.shape != embeddings.shape[:2]
+                or instance_ids.shape != beta_logits.shape):
             raise ValueError(
                 "expected embeddings [B, N, D], beta_logits [B, N] and instance_ids [B, N]; got "
                 f"{tuple(embeddings.shape)}, {tuple(beta_logits.shape)}, {tuple(instance_ids.shape)}"

@@ -207,7 +207,8 @@ class SetCriterion(nn.Module):
             counts = [int(logits.shape[1])] * int(logits.shape[0]) if logits.dim() == 3 else []
         if bad:
             raise ValueError(
-                f"{where}: pred_logits must be [B, Q, {self.num_classes + 1}] or a list of [Q_b, {self.num_classes + 1}] "
+                f"{where}: pred_logits must be [B, Q, {self.num_classes + 1}] or a list of "
+                f"[Q_b, {self.num_classes + 1}] "
                 f"(num_classes + 1 for 'no object'), got {bad[0]}: set num_classes to match the class head"
             )
         mask_counts = [int(m.shape[0]) for m in masks] if isinstance(masks, (list, tuple)) else \

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -145,7 +145,8 @@ def influencer_terms(
     n_inst = validf.sum(1)
     if query_valid is not None:
         qv = query_valid.unsqueeze(1)
-        attr_k = -temperature * torch.logsumexp(torch.where(qv, prof / temperature, torch.full_like(prof, float("-inf"))), dim=2)
+        scaled = torch.where(qv, prof / temperature, torch.full_like(prof, float("-inf")))
+        attr_k = -temperature * torch.logsumexp(scaled, dim=2)
         prof = torch.where(qv, prof, torch.zeros_like(prof))  # padding adds nothing to the distances
     else:
         attr_k = -temperature * torch.logsumexp(prof / temperature, dim=2)  # [B, K]

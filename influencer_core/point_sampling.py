@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["point_sample", "sample_shared_points", "pixel_index", "gather_pixels", "sample_pixel_coords", "uncertain_point_coords", "logit_uncertainty"]
+__all__ = ["point_sample", "sample_shared_points", "pixel_index", "gather_pixels", "sample_pixel_coords",
+           "uncertain_point_coords", "logit_uncertainty"]
 
 
 def point_sample(inputs: Tensor, coords: Tensor, align_corners: bool = False) -> Tensor:

@@ -37,7 +37,8 @@ def assignment_marginals(valid: Tensor, num_queries: int, capacity=1.0, query_va
     if query_valid is None:
         log_row = torch.zeros(valid.shape[0], num_queries, device=valid.device)
     else:
-        log_row = torch.where(query_valid, torch.zeros((), device=valid.device), torch.full((), _NEG, device=valid.device))
+        zero = torch.zeros((), device=valid.device)
+        log_row = torch.where(query_valid, zero, torch.full((), _NEG, device=valid.device))
     return log_row, log_col
 
 

@@ -8,7 +8,8 @@ import pytest
 from influencer_core import OTInfluencerCriterion, ReferenceInfluencerCriterion, criterion_options
 
 
-@pytest.mark.parametrize("variant, core_cls", [("ot", OTInfluencerCriterion), ("reference", ReferenceInfluencerCriterion)])
+@pytest.mark.parametrize("variant, core_cls",
+                         [("ot", OTInfluencerCriterion), ("reference", ReferenceInfluencerCriterion)])
 def test_3d_criterion_sets_every_core_option(variant, core_cls):
     pytest.importorskip("mmdet3d")
     from influencerformer3d.models.influencer_criterion import CORE_ONLY, DEFAULTS, InfluencerCriterion
