@@ -3,20 +3,17 @@ every InfluencerFormer2D config follows ``<dataset>[-<arm>].yaml`` and trains it
 criterion, and each ``-<arm>`` config inherits its ``ot`` sibling, changing only the criterion
 (and the output folder).  The 3D side is tested with the configs in test_3d_tools.py."""
 import glob
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT, load_script
+
 ARMS_PY = os.path.join(ROOT, "tools", "arms.py")
 CONFIG_DIR_2D = os.path.join(ROOT, "projects", "InfluencerFormer2D", "configs")
-
-_spec = importlib.util.spec_from_file_location("arms", ARMS_PY)
-arms = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(arms)
+arms = load_script("tools/arms.py")
 
 
 def _dataset_and_arm(yaml_name):
@@ -80,9 +77,6 @@ def test_cli():
 # ---------------------------------------------------------------------------------- 2D configs
 def _merged(name):
     pytest.importorskip("detectron2")
-    project = os.path.join(ROOT, "projects", "InfluencerFormer2D")
-    if project not in sys.path:
-        sys.path.insert(0, project)
     from detectron2.config import get_cfg
     from detectron2.projects.deeplab import add_deeplab_config
     from influencerformer2d import add_influencerformer_config
