@@ -18,6 +18,7 @@ from .criterion import (
     register_criterion,
 )
 from .mask_influencer import MaskInfluencerLoss
+from .metrics import duplicate_counts, duplicate_flags
 from .targets import MaskBatch, pack_masks, pad_logits
 
 __version__ = "0.1.0"
@@ -31,6 +32,8 @@ __all__ = [
     "ReferenceInfluencerCriterion",
     "SetCriterion",
     "build_criterion",
+    "duplicate_counts",
+    "duplicate_flags",
     "pack_masks",
     "pad_logits",
     "register_criterion",

@@ -562,21 +562,6 @@ def test_unified_metric_s3dis(s3dis_root, scope, tmp_path):
     assert worse['miou'] < 1.0
 
 
-def test_duplicate_rate_counts_lower_scored_copies():
-    from influencerformer3d.evaluation.unified_metric import duplicate_counts
-    a = np.zeros(10, bool)
-    a[:4] = True
-    b = np.zeros(10, bool)
-    b[5:] = True
-    near_a = a.copy()
-    near_a[4] = True                          # IoU 4/5 with a
-    masks = np.stack([near_a, a, b, b])
-    assert duplicate_counts(masks, np.array([0.2, 0.9, 0.5, 0.4])) == (2, 4)  # near_a and 2nd b
-    assert duplicate_counts(masks[[1, 2]], np.array([0.9, 0.5])) == (0, 2)
-    assert duplicate_counts(np.zeros((0, 10), bool), np.zeros(0)) == (0, 0)
-    assert duplicate_counts(masks, np.array([0.2, 0.9, 0.5, 0.4]), score_thr=0.45) == (0, 2)
-
-
 def test_instance_eval_counts_class_zero(s3dis_root, scope):
     """mmdet3d 1.4's instance_seg_eval needs tensors, one id per point, and drops every
     ground-truth instance of class id 0 (S3DIS ceiling); ours counts it."""
