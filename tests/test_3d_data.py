@@ -24,10 +24,10 @@ if PROJECT not in sys.path:
 
 import influencerformer3d  # noqa: E402,F401  (registers everything)
 from influencerformer3d.data import DatasetNotPreparedError  # noqa: E402
-from influencerformer3d.data.formatting import InstanceData_  # noqa: E402
 from influencerformer3d.evaluation import UnifiedSegMetric  # noqa: E402
 from influencerformer3d.evaluation.instance_seg_eval import instance_seg_eval  # noqa: E402
 from influencerformer3d.evaluation.unified_metric import s3dis_panoptic_gt  # noqa: E402
+from influencerformer3d.structures import LooseInstanceData  # noqa: E402
 from mmdet3d.registry import DATASETS, METRICS, TRANSFORMS  # noqa: E402
 from mmdet3d.structures import DepthPoints  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
@@ -164,7 +164,7 @@ def test_s3dis_train_pipeline(s3dis_root, scope):
         assert sample.eval_ann_info is None
         assert set(sample.gt_pts_seg.keys()) == {'pts_semantic_mask', 'pts_instance_mask'}
         assert set(sample.gt_instances_3d.keys()) == {'labels_3d'}
-        assert isinstance(sample.gt_instances_3d, InstanceData_)
+        assert isinstance(sample.gt_instances_3d, LooseInstanceData)
         sem, inst = sample.gt_pts_seg.pts_semantic_mask, sample.gt_pts_seg.pts_instance_mask
         labels = sample.gt_instances_3d.labels_3d
         assert sem.shape == inst.shape == (SAMPLE,)

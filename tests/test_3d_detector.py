@@ -31,8 +31,8 @@ import influencerformer3d  # noqa: E402,F401
 from influencerformer3d.checkpoint import (  # noqa: E402
     load_oneformer3d_checkpoint, to_spconv1_layout)
 from influencerformer3d.criterion import HungarianInstanceCriterion, sparse_match  # noqa: E402
-from influencerformer3d.models.detector import mask_matrix_nms  # noqa: E402
-from influencerformer3d.models.unified_criterion import LooseInstanceData  # noqa: E402
+from influencerformer3d.models.mask_matrix_nms import mask_matrix_nms  # noqa: E402
+from influencerformer3d.structures import LooseInstanceData  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

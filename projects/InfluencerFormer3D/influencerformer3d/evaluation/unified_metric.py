@@ -7,12 +7,11 @@ import numpy as np
 import torch
 from mmdet3d.evaluation.functional import panoptic_seg_eval, seg_eval
 from mmdet3d.evaluation.metrics import SegMetric
-from mmdet3d.registry import METRICS
 from mmengine.logging import MMLogger, print_log
 
 from influencer_core.metrics import duplicate_counts
 
-from ..data._registry import register_if_absent
+from ..registry import register_metric
 from .instance_seg_eval import instance_seg_eval
 
 DEFAULT_LOGGER_KEYS = (('miou',), ('all_ap', 'all_ap_50%', 'all_ap_25%'), ('pq',))
@@ -49,7 +48,7 @@ def scannet_instance_gt(semantic_mask, instance_mask, thing_class_ids, num_stuff
     return sem, inst
 
 
-@register_if_absent(METRICS)
+@register_metric()
 class UnifiedSegMetric(SegMetric):
     """Semantic (mIoU), instance (ScanNet AP) and panoptic (PQ) evaluation.
 
