@@ -26,6 +26,7 @@ from .criterion import (
 )
 from .oneformer3d import OneFormer3DHungarianCriterion
 from .mask_influencer import MaskInfluencerLoss
+from .metrics import duplicate_counts, duplicate_flags
 from .targets import MaskBatch, pack_masks, pad_logits
 
 __version__ = "0.1.0"
@@ -43,6 +44,8 @@ __all__ = [
     "build_criterion",
     "canonical_criterion_name",
     "criterion_options",
+    "duplicate_counts",
+    "duplicate_flags",
     "pack_masks",
     "pad_logits",
     "register_criterion",

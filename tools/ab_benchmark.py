@@ -22,7 +22,7 @@ iteration budget and the validation interval overridden.  Writes to --output:
   both: duplicate rate) and timings per run;
 * ab_results.md: final metrics (mean ± std over seeds), iterations needed to reach the
   Hungarian baseline's final PQ (2D) / mAP (3D), duplicate rate, seconds per iteration,
-  criterion time (3D on CUDA only with ``train_cfg.time_criterion=True``);
+  criterion time (CUDA events on a GPU, wall time on CPU; 2D and 3D);
 * ab_curves.png: the main metrics against iteration (mean and min-max band).
 """
 import argparse

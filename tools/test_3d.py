@@ -8,9 +8,9 @@
 
 Behaves like mmdet3d's tools/test.py (same data check and device choice as tools/train_3d.py,
 both from :mod:`influencerformer3d.runner`).  After the test loop it prints the instance
-segmentation results per class and overall (mAP, mAP50, mAP25; parsed from the per-class AP
-table the metric logs) with semantic mIoU, panoptic PQ and, when the metric reports it, the
-duplicate rate, and writes them to ``<work_dir>/test_metrics.json``.
+segmentation results per class and overall (mAP, mAP50, mAP25; from the metric's per-class
+results) with semantic mIoU, panoptic PQ and, when the metric reports it, the duplicate rate,
+and writes them to ``<work_dir>/test_metrics.json``.
 
 ``--show-dir DIR`` writes, per scene, ``<scene>.npz`` (per-point instance id of the highest
 scoring instance above ``--score-thr``, instance labels / scores, semantic and panoptic
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import re
 import sys
 
 import numpy as np
@@ -83,31 +82,31 @@ def build_cfg(args):
 
 
 # ---------------------------------------------------------------------------------- results
-_ROW = re.compile(r'^\|\s*(?P<name>[^|]+?)\s*\|\s*(?P<ap25>[-+.\deE]+|nan)\s*\|'
-                  r'\s*(?P<ap50>[-+.\deE]+|nan)\s*\|\s*(?P<ap>[-+.\deE]+|nan)\s*\|\s*$')
+def per_class_from_results(instance_results):
+    """Per-class instance APs from the instance results of ``UnifiedSegMetric``
+    (``detailed_results['instance']``: ``classes`` {name: {ap, ap50%, ap25%}}, ``all_ap``...).
 
-
-def parse_instance_table(text):
-    """Per-class instance APs from the last ``classes | AP_0.25 | AP_0.50 | AP`` table that
-    mmdet3d's instance_seg_eval logged in ``text``.
-
-    Returns {class name: {'ap': float, 'ap50': float, 'ap25': float}} with the 'Overall' row
-    included, or {} when no table is found."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines)
-              if 'AP_0.25' in line and 'AP_0.50' in line and 'classes' in line]
-    if not starts:
+    Returns {class name: {'ap': float, 'ap50': float, 'ap25': float}} in the metric's class
+    order with an 'Overall' entry last, or {} when there are no instance results."""
+    if not instance_results or 'classes' not in instance_results:
         return {}
-    out = {}
-    for line in lines[starts[-1] + 1:]:
-        line = line.strip()
-        if line.startswith('+'):
-            continue
-        m = _ROW.match(line)
-        if not m:
-            break
-        out[m['name']] = dict(ap=float(m['ap']), ap50=float(m['ap50']), ap25=float(m['ap25']))
+    out = {str(name): dict(ap=float(v['ap']), ap50=float(v['ap50%']), ap25=float(v['ap25%']))
+           for name, v in instance_results['classes'].items()}
+    out['Overall'] = dict(ap=float(instance_results['all_ap']),
+                          ap50=float(instance_results['all_ap_50%']),
+                          ap25=float(instance_results['all_ap_25%']))
     return out
+
+
+def instance_per_class(evaluator):
+    """Per-class instance APs (see :func:`per_class_from_results`) of the last evaluation of the
+    first metric of ``evaluator`` (``runner.test_evaluator``) that keeps ``detailed_results``
+    (``UnifiedSegMetric``); {} if none does."""
+    for metric in getattr(evaluator, 'metrics', None) or []:
+        detailed = getattr(metric, 'detailed_results', None)
+        if detailed:
+            return per_class_from_results(detailed.get('instance'))
+    return {}
 
 
 def summarize(metrics, per_class):
@@ -226,14 +225,6 @@ class PredictionDumpHook(Hook):
                 write_ply(osp.join(self.out_dir, f'{name}.ply'), xyz, rgb)
 
 
-def _log_text(runner):
-    path = osp.join(runner.log_dir, f'{runner.timestamp}.log')
-    if osp.isfile(path):
-        with open(path, errors='replace') as f:
-            return f.read()
-    return ''
-
-
 def _jsonable(v):
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
@@ -256,7 +247,7 @@ def main(argv=None):
         runner.register_hook(PredictionDumpHook(args.show_dir, args.score_thr))
     metrics = runner.test() or {}
     if is_main_process():
-        per_class = parse_instance_table(_log_text(runner))
+        per_class = instance_per_class(runner.test_evaluator)
         print('\n' + summarize(metrics, per_class), flush=True)
         out = osp.join(cfg.work_dir, 'test_metrics.json')
         with open(out, 'w') as f:

@@ -22,8 +22,8 @@ from influencerformer3d.checkpoint import (  # noqa: E402
     load_oneformer3d_checkpoint, to_spconv1_layout)
 from influencerformer3d.models import HungarianInstanceCriterion  # noqa: E402
 from influencer_core.matching import sparse_match  # noqa: E402
-from influencerformer3d.models.detector import mask_matrix_nms  # noqa: E402
-from influencerformer3d.models.unified_criterion import LooseInstanceData  # noqa: E402
+from influencerformer3d.models.mask_matrix_nms import mask_matrix_nms  # noqa: E402
+from influencerformer3d.structures import LooseInstanceData  # noqa: E402
 from tests import DATA  # noqa: E402
 
 KEYS = os.path.join(DATA, 'checkpoint_keys')
@@ -298,6 +298,11 @@ def test_loss_forward_backward(dataset, kind):
         assert set(losses) == {'inst_loss', 'seg_loss'}
     loss = total(losses)
     assert torch.isfinite(loss) and loss > 0
+    # the criterion's time rides along with the log variables (read after the step), once
+    _, log_vars = model.parse_losses(losses)
+    assert set(log_vars) == {'loss', *losses, 'criterion_time'}
+    assert 0 < float(log_vars['criterion_time']) < 60
+    assert 'criterion_time' not in model.parse_losses(losses)[1]
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert all(g is None or torch.isfinite(g).all() for g in grads.values())

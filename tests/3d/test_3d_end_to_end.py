@@ -75,3 +75,25 @@ def test_resume_continues_from_the_checkpoint(rooms, tmp_path):
     assert second.iter == 2
     state = second.model.state_dict()
     assert all(torch.equal(weights[k], state[k]) for k in weights)
+
+
+def test_test_tool_reports_the_metric_results(rooms, tmp_path, capsys):
+    """tools/test_3d.py on a trained checkpoint: the per-class instance APs it prints and writes
+    come from UnifiedSegMetric's results (its overall row equals the returned mAPs)."""
+    import json
+    allow_mmengine_checkpoints()
+    _train(_cfg('influencerformer_synthetic-rooms.py', rooms, tmp_path, 2, 'train_cfg.val_interval=100'))
+    test_3d = load_script('tools/test_3d.py')
+    config = os.path.join(CONFIGS, 'influencerformer_synthetic-rooms.py')
+    assert test_3d.main([config, str(tmp_path / 'iter_2.pth'), '--data-root', rooms,
+                         '--work-dir', str(tmp_path / 'eval')]) == 0
+    with open(tmp_path / 'eval' / 'test_metrics.json') as f:
+        res = json.load(f)
+    metrics = {k.split('/')[-1]: v for k, v in res['metrics'].items()}
+    per_class = res['instance_per_class']
+    assert len(per_class) > 1 and list(per_class)[-1] == 'Overall'
+    overall = per_class['Overall']
+    for key, name in (('ap', 'all_ap'), ('ap50', 'all_ap_50%'), ('ap25', 'all_ap_25%')):
+        assert overall[key] == metrics[name]
+    out = capsys.readouterr().out
+    assert 'Instance segmentation (%), per class and overall:' in out and 'duplicate rate' in out

@@ -3,8 +3,6 @@ backward. Checkpoint layouts are compared with OneFormer3D's recorded state-dict
 import importlib
 import json
 import os
-import sys
-import types
 from collections import OrderedDict
 
 import pytest
@@ -15,24 +13,13 @@ from torch import nn
 spconv = pytest.importorskip('spconv.pytorch')
 from mmdet3d.registry import MODELS  # noqa: E402
 
-from tests import DATA, ROOT  # noqa: E402
+from tests import DATA  # noqa: E402
 
-MODELS_DIR = os.path.join(ROOT, 'projects', 'InfluencerFormer3D', 'influencerformer3d', 'models')
 KEYS = os.path.join(DATA, 'checkpoint_keys')
 
 
 def _load(name):
-    """``influencerformer3d.models.<name>``; if the package import is not usable (yet), load
-    the models folder as a stand-alone package so relative imports still work."""
-    try:
-        return importlib.import_module(f'influencerformer3d.models.{name}')
-    except Exception:  # noqa: BLE001 - any failure of the surrounding package
-        pkg = '_if3d_models_standalone'
-        if pkg not in sys.modules:
-            mod = types.ModuleType(pkg)
-            mod.__path__ = [MODELS_DIR]
-            sys.modules[pkg] = mod
-        return importlib.import_module(f'{pkg}.{name}')
+    return importlib.import_module(f'influencerformer3d.models.{name}')
 
 
 spconv_cpu = _load('spconv_cpu')

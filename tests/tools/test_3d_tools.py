@@ -469,26 +469,28 @@ def test_test_args(tmp_path):
     assert test_3d.main([S3DIS, str(ckpt), '--data-root', str(tmp_path)]) == 2  # no data
 
 
-def test_instance_table_parsing(capsys):
-    """Parse the table mmdet3d's instance_seg_eval logs (perfect predictions -> AP 1)."""
-    from mmdet3d.evaluation.functional.instance_seg_eval import instance_seg_eval
+def test_instance_results_per_class():
+    """Per-class APs come from UnifiedSegMetric's instance results (perfect predictions -> AP 1)."""
+    import types
+    from influencerformer3d.evaluation import instance_seg_eval
     sem = np.repeat([0, 1, 2], 150)  # instances above the 100-point minimum region size
     inst = np.repeat([0, 1, 2], 150)
-    import torch
-    ret = instance_seg_eval(  # mmdet3d's version takes per-point predicted instance ids
-        [torch.tensor(sem)], [torch.tensor(inst)], [torch.tensor(inst)],
-        [torch.tensor([0, 1, 2])], [torch.tensor([0.9, 0.8, 0.7])],
-        valid_class_ids=(0, 1, 2), class_labels=('table', 'chair', 'sofa'))
-    log = 'xx - mmengine - INFO - \n' + capsys.readouterr().out + '\nlater lines\n'
-    per_class = test_3d.parse_instance_table(log)
-    assert set(per_class) == {'table', 'chair', 'sofa', 'Overall'}
+    ret = instance_seg_eval([sem], [inst], [inst[None] == np.arange(3)[:, None]],
+                            [np.array([0, 1, 2])], [np.array([0.9, 0.8, 0.7])],
+                            valid_class_ids=(0, 1, 2), class_labels=('table', 'chair', 'sofa'))
+    per_class = test_3d.per_class_from_results(ret)
+    assert list(per_class) == ['table', 'chair', 'sofa', 'Overall']
     assert per_class['chair'] == dict(ap=1.0, ap50=1.0, ap25=1.0)
-    assert per_class['Overall']['ap'] == pytest.approx(ret['all_ap'], abs=1e-4)
+    assert per_class['Overall']['ap'] == ret['all_ap']
+    evaluator = types.SimpleNamespace(metrics=[
+        types.SimpleNamespace(), types.SimpleNamespace(detailed_results=dict(instance=ret))])
+    assert test_3d.instance_per_class(evaluator) == per_class
     text = test_3d.summarize({'all_ap': 0.5, 'all_ap_50%': 0.75, 'all_ap_25%': 1.0,
                               'miou': 0.25, 'pq': 0.1}, per_class)
     assert 'mAP50' in text and 'chair' in text and 'semantic mIoU 25.00' in text
     assert text.splitlines()[-2].split() == ['overall', '50.00', '75.00', '100.00']
-    assert test_3d.parse_instance_table('no table here') == {}
+    assert test_3d.per_class_from_results(None) == {}
+    assert test_3d.instance_per_class(types.SimpleNamespace(metrics=[])) == {}
 
 
 def test_instance_ids_and_ply(tmp_path):

@@ -1,4 +1,5 @@
-"""Duplicate-rate metric and a smoke run of tools/ab_benchmark.py."""
+"""The 2D duplicate-rate evaluator (the rule: tests/core/test_metrics.py) and a smoke run of
+tools/ab_benchmark.py."""
 import json
 import os
 import subprocess
@@ -10,20 +11,9 @@ import torch
 pytest.importorskip("detectron2")
 
 from influencer_data.synthetic_2d import generate as generate_synthetic_2d  # noqa: E402
-from influencerformer2d.evaluation import DuplicateRateEvaluator, duplicate_flags  # noqa: E402
+from influencerformer2d.evaluation import DuplicateRateEvaluator  # noqa: E402
 
 from tests import ROOT, load_script  # noqa: E402
-
-
-def test_duplicate_flags_mark_lower_scored_copies_only():
-    m = torch.zeros(4, 10, 10, dtype=torch.bool)
-    m[0, :5] = True
-    m[1, :5] = True          # copy of 0, lower score -> duplicate
-    m[1, 5, :2] = True
-    m[2, 5:] = True          # separate object
-    m[3, :2] = True          # IoU with 0 is 0.4 -> not a duplicate
-    flags = duplicate_flags(m, torch.tensor([0.9, 0.8, 0.7, 0.95]))
-    assert flags.tolist() == [False, True, False, False]
 
 
 def test_duplicate_rate_evaluator_counts():

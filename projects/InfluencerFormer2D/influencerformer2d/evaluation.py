@@ -1,34 +1,18 @@
 """Duplicate-rate evaluation: how often a model predicts the same object twice."""
 from collections import defaultdict
 
-import torch
-
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-__all__ = ["DuplicateRateEvaluator", "duplicate_flags"]
+from influencer_core.metrics import duplicate_counts
 
-
-def duplicate_flags(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.5) -> torch.Tensor:
-    """[N] bool: prediction i overlaps (IoU > threshold) a prediction with a higher score.
-
-    masks: [N, H, W] bool; scores: [N].
-    """
-    n = masks.shape[0]
-    if n < 2:
-        return torch.zeros(n, dtype=torch.bool)
-    flat = masks.flatten(1).float()
-    inter = flat @ flat.T
-    area = flat.sum(1)
-    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1)
-    higher = scores[None, :] > scores[:, None]  # [i, j]: j scores higher than i
-    return ((iou > iou_threshold) & higher).any(1)
+__all__ = ["DuplicateRateEvaluator"]
 
 
 class DuplicateRateEvaluator(DatasetEvaluator):
     """Fraction of instance predictions (score >= ``score_threshold``) whose mask has IoU > 0.5
-    with another prediction of higher score.  Reported as ``duplicates/rate`` (percent) and
-    ``duplicates/per_image``."""
+    with a higher-scored prediction (:mod:`influencer_core.metrics`, ties: the lower index
+    counts as higher).  Reported as ``duplicates/rate`` (percent) and ``duplicates/per_image``."""
 
     def __init__(self, score_threshold: float = 0.5, iou_threshold: float = 0.5):
         self.score_threshold = score_threshold
@@ -43,10 +27,10 @@ class DuplicateRateEvaluator(DatasetEvaluator):
             if "instances" not in out:
                 continue
             inst = out["instances"].to("cpu")
-            keep = inst.scores >= self.score_threshold
-            masks, scores = inst.pred_masks[keep].bool(), inst.scores[keep]
-            self._counts["predictions"] += int(keep.sum())
-            self._counts["duplicates"] += int(duplicate_flags(masks, scores, self.iou_threshold).sum())
+            dups, preds = duplicate_counts(inst.pred_masks.bool(), inst.scores, self.score_threshold,
+                                           self.iou_threshold)
+            self._counts["predictions"] += preds
+            self._counts["duplicates"] += dups
             self._counts["images"] += 1
 
     def evaluate(self):

@@ -4,7 +4,6 @@ Inputs are detectron2 dataset-mapper dicts; in training the model returns
 weighted losses, in inference the same per-image results as Mask2Former
 (``sem_seg``, ``panoptic_seg``, ``instances``).
 """
-import time
 from typing import Dict, List, Tuple
 
 import torch
@@ -20,37 +19,11 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.memory import retry_if_cuda_oom
 
 from influencer_core import CRITERIA, build_criterion, canonical_criterion_name, criterion_options
+from influencer_core.timing import DeviceTimer
 
 from .config import CRITERION_OPTION_KEYS
 
 __all__ = ["InfluencerFormer", "build_criterion_from_cfg"]
-
-
-class _Stopwatch:
-    """Wall time of a span of device work, read later: CUDA events on a GPU (no host sync
-    when stopped), ``perf_counter`` on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.seconds = None
-        if device.type == "cuda":
-            self.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            self.events[0].record()
-        else:
-            self.events = None
-            self.start = time.perf_counter()
-
-    def stop(self) -> "_Stopwatch":
-        if self.events is None:
-            self.seconds = time.perf_counter() - self.start
-        else:
-            self.events[1].record()
-        return self
-
-    def __float__(self) -> float:
-        if self.seconds is None:
-            self.events[1].synchronize()
-            self.seconds = self.events[0].elapsed_time(self.events[1]) / 1000.0
-        return self.seconds
 
 
 def build_criterion_from_cfg(cfg, num_classes: int):
@@ -158,7 +131,7 @@ class InfluencerFormer(nn.Module):
             if "instances" not in batched_inputs[0]:
                 raise ValueError("training needs 'instances' in every input: use a mapper that produces them")
             targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
-            watch = _Stopwatch(self.device)
+            watch = DeviceTimer(self.device)
             losses = self.criterion(outputs, targets)
             self.pending_scalars["time/criterion_forward"] = watch.stop()
             return self.weighted_losses(losses)

@@ -4,10 +4,7 @@ from mmengine.model import is_model_wrapper
 
 from influencer_core.schedules import EpsilonSchedule
 
-try:
-    from mmdet3d.registry import HOOKS
-except ImportError:  # pragma: no cover - mmdet3d is part of the 3D stack
-    from mmengine.registry import HOOKS
+from .registry import register_hook
 
 __all__ = ["EpsilonAnnealingHook", "find_epsilon_owner"]
 
@@ -24,7 +21,7 @@ def find_epsilon_owner(model):
     return None
 
 
-@HOOKS.register_module()
+@register_hook()
 class EpsilonAnnealingHook(Hook):
     """Anneal the transport temperature of ``InfluencerCriterion(variant='ot')`` during training.
 

@@ -7,7 +7,7 @@ Registers (each only if the name is still free) in mmdet3d's ``TRANSFORMS``:
 ``ScanNetSegDataset_``.
 """
 from ._checks import DatasetNotPreparedError
-from .formatting import InstanceData_, Pack3DDetInputs_
+from .formatting import Pack3DDetInputs_
 from .loading import LoadAnnotations3D_, NormalizePointsColor_
 from .s3dis_dataset import S3DISSegDataset_
 from .scannet_dataset import ScanNetSegDataset_
@@ -15,7 +15,7 @@ from .transforms import (AddSuperPointAnnotations, ElasticTransfrom, PointInstCl
                          PointSample_, SkipEmptyScene, SwapChairAndFloor)
 
 __all__ = [
-    'DatasetNotPreparedError', 'InstanceData_', 'Pack3DDetInputs_', 'LoadAnnotations3D_',
+    'DatasetNotPreparedError', 'Pack3DDetInputs_', 'LoadAnnotations3D_',
     'NormalizePointsColor_', 'S3DISSegDataset_', 'ScanNetSegDataset_',
     'AddSuperPointAnnotations', 'ElasticTransfrom', 'PointInstClassMapping_', 'PointSample_',
     'SkipEmptyScene', 'SwapChairAndFloor',

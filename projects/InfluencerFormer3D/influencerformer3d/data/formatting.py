@@ -1,32 +1,15 @@
 """``Pack3DDetInputs_``: mmdet3d's packer extended with OneFormer3D's extra keys."""
-from collections.abc import Sized
-
 import numpy as np
 from mmdet3d.datasets.transforms import Pack3DDetInputs
 from mmdet3d.datasets.transforms.formating import to_tensor
-from mmdet3d.registry import TRANSFORMS
 from mmdet3d.structures import BaseInstance3DBoxes, Det3DDataSample, PointData
 from mmdet3d.structures.points import BasePoints
-from mmengine.structures import InstanceData
 
-from ._registry import register_if_absent
-
-
-class InstanceData_(InstanceData):
-    """``InstanceData`` without the equal-length check between fields (OneFormer3D's
-    ``gt_labels_3d`` and ``sp_masks`` may carry extra semantic rows)."""
-
-    def __setattr__(self, name, value):
-        if name not in ('_metainfo_fields', '_data_fields') and not isinstance(value, Sized):
-            raise TypeError(f'InstanceData_ field {name!r} must have a length, got '
-                            f'{type(value).__name__}')
-        # BaseDataElement.__setattr__: InstanceData's, minus the length check
-        super(InstanceData, self).__setattr__(name, value)
-
-    __setitem__ = __setattr__
+from ..registry import register_transform
+from ..structures import LooseInstanceData
 
 
-@register_if_absent(TRANSFORMS)
+@register_transform()
 class Pack3DDetInputs_(Pack3DDetInputs):
     """Pack a pipeline result into ``dict(inputs=..., data_samples=Det3DDataSample)``.
 
@@ -36,7 +19,8 @@ class Pack3DDetInputs_(Pack3DDetInputs):
     * ``sp_pts_mask`` [N] in ``gt_pts_seg`` (with ``pts_semantic_mask``, ``pts_instance_mask``);
     * ``gt_sp_masks`` [R, S] in ``gt_instances_3d.sp_masks`` (with ``labels_3d``),
 
-    and uses :class:`InstanceData_` for the instance fields. Arrays become tensors (float64 ->
+    and uses :class:`~influencerformer3d.structures.LooseInstanceData` (OneFormer3D's
+    ``InstanceData_``) for the instance fields. Arrays become tensors (float64 ->
     float32). ``eval_ann_info`` (test mode) is attached unchanged, ``None`` otherwise.
     """
     INPUTS_KEYS = ['points', 'img', 'elastic_coords']
@@ -78,7 +62,7 @@ class Pack3DDetInputs_(Pack3DDetInputs):
 
         data_sample = Det3DDataSample()
         data_sample.set_metainfo({k: results[k] for k in self.meta_keys if k in results})
-        gt_instances_3d, gt_instances, gt_pts_seg = InstanceData_(), InstanceData_(), PointData()
+        gt_instances_3d, gt_instances, gt_pts_seg = LooseInstanceData(), LooseInstanceData(), PointData()
         inputs = {}
         for key in self.keys:
             if key not in results:

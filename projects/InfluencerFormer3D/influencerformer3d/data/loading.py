@@ -4,13 +4,12 @@ import os.path as osp
 import numpy as np
 from mmdet3d.datasets.transforms import LoadAnnotations3D
 from mmdet3d.datasets.transforms.loading import NormalizePointsColor
-from mmdet3d.registry import TRANSFORMS
 from mmengine.fileio import get
 
-from ._registry import register_if_absent
+from ..registry import register_transform
 
 
-@register_if_absent(TRANSFORMS)
+@register_transform()
 class LoadAnnotations3D_(LoadAnnotations3D):
     """mmdet3d's ``LoadAnnotations3D`` that can also load superpoints.
 
@@ -57,7 +56,7 @@ class LoadAnnotations3D_(LoadAnnotations3D):
         return super().__repr__()[:-1] + f', with_sp_mask_3d={self.with_sp_mask_3d})'
 
 
-@register_if_absent(TRANSFORMS)
+@register_transform()
 class NormalizePointsColor_(NormalizePointsColor):
     """Colour normalisation ``(color - color_mean) / color_std`` (either step skipped if None).
 

@@ -2,10 +2,9 @@
 import os.path as osp
 
 from mmdet3d.datasets.s3dis_dataset import S3DISDataset
-from mmdet3d.registry import DATASETS
 
+from ..registry import register_dataset
 from ._checks import check_prepared
-from ._registry import register_if_absent
 
 S3DIS_HOW_TO = (
     'Prepare the processed S3DIS layout (points/, instance_mask/, semantic_mask/, '
@@ -18,7 +17,7 @@ S3DIS_HOW_TO = (
     'then set data_root to that folder.')
 
 
-@register_if_absent(DATASETS)
+@register_dataset()
 class S3DISSegDataset_(S3DISDataset):
     """S3DIS rooms for instance + semantic segmentation (OneFormer3D's S3DIS dataset).
 

@@ -3,10 +3,9 @@ import os.path as osp
 
 import numpy as np
 from mmdet3d.datasets.scannet_dataset import ScanNetSegDataset
-from mmdet3d.registry import DATASETS
 
+from ..registry import register_dataset
 from ._checks import check_prepared
-from ._registry import register_if_absent
 
 SCANNET_HOW_TO = (
     'Prepare OneFormer3D\'s ScanNet layout (points/, instance_mask/, semantic_mask/, '
@@ -17,7 +16,7 @@ SCANNET_HOW_TO = (
     'python datasets/prepare_synthetic_3d.py)')
 
 
-@register_if_absent(DATASETS)
+@register_dataset()
 class ScanNetSegDataset_(ScanNetSegDataset):
     """ScanNet scenes for OneFormer3D: mmdet3d's ``ScanNetSegDataset`` (20 classes, nyu40 ids
     mapped by ``PointSegClassMapping``, ignore index 20) where

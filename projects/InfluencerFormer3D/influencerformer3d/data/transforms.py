@@ -11,11 +11,10 @@ Conventions shared by all of them (as in OneFormer3D):
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet3d.datasets.transforms import PointSample
-from mmdet3d.registry import TRANSFORMS
 from scipy import ndimage
 from scipy.interpolate import RegularGridInterpolator
 
-from ._registry import register_if_absent
+from ..registry import register_transform
 
 
 def compact_instance_ids(instance_mask):
@@ -61,7 +60,7 @@ def _superpoint_share(point_group, superpoints, num_groups, num_superpoints):
     return counts / np.maximum(sp_size, 1.0)
 
 
-@register_if_absent(TRANSFORMS)
+@register_transform()
 class ElasticTransfrom(BaseTransform):
     """Elastic distortion of voxel-scaled coordinates (name spelled as in OneFormer3D).
 
@@ -111,7 +110,7 @@ class ElasticTransfrom(BaseTransform):
         return x + offsets * mag
 
 
-@register_if_absent(TRANSFORMS)
+@register_transform()
 class AddSuperPointAnnotations(BaseTransform):
     """Superpoint-level targets for ScanNet-style unified (instance + semantic) training.
 
@@ -181,7 +180,7 @@ class AddSuperPointAnnotations(BaseTransform):
         return input_dict
 
 
-@register_if_absent(TRANSFORMS)
+@register_transform()
 class SwapChairAndFloor(BaseTransform):
     """Swap semantic ids 2 and 3 (ScanNet200: makes the first two classes the stuff ones).
 
@@ -198,7 +197,7 @@ class SwapChairAndFloor(BaseTransform):
         return input_dict
 
 
-@register_if_absent(TRANSFORMS)
+@register_transform()
 class PointInstClassMapping_(BaseTransform):
     """One label per instance, taken from the semantic mask (S3DIS-style training).
 
@@ -232,7 +231,7 @@ class PointInstClassMapping_(BaseTransform):
         return input_dict
 
 
-@register_if_absent(TRANSFORMS)
+@register_transform()
 class PointSample_(PointSample):
     """Random point sampling as in OneFormer3D: ``min(num_points, N)`` indices drawn *with*
     replacement (``replace`` and ``sample_range`` are not used).
@@ -259,7 +258,7 @@ class PointSample_(PointSample):
         return input_dict
 
 
-@register_if_absent(TRANSFORMS)
+@register_transform()
 class SkipEmptyScene(BaseTransform):
     """Training only: when a scene ends up with no instance, return the last non-empty one
     seen by this transform instead (its points, masks and labels)."""

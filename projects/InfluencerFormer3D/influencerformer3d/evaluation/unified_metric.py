@@ -4,12 +4,14 @@ import os
 import os.path as osp
 
 import numpy as np
+import torch
 from mmdet3d.evaluation.functional import panoptic_seg_eval, seg_eval
 from mmdet3d.evaluation.metrics import SegMetric
-from mmdet3d.registry import METRICS
 from mmengine.logging import MMLogger, print_log
 
-from ..data._registry import register_if_absent
+from influencer_core.metrics import duplicate_counts
+
+from ..registry import register_metric
 from .instance_seg_eval import instance_seg_eval
 
 DEFAULT_LOGGER_KEYS = (('miou',), ('all_ap', 'all_ap_50%', 'all_ap_25%'), ('pq',))
@@ -46,30 +48,7 @@ def scannet_instance_gt(semantic_mask, instance_mask, thing_class_ids, num_stuff
     return sem, inst
 
 
-def duplicate_counts(masks, scores, iou_thr=0.5, score_thr=0.0):
-    """(duplicates, predictions) of one scene, counting predictions with score >= ``score_thr``:
-    a prediction is a duplicate when its IoU with a higher-scoring one exceeds ``iou_thr`` (the
-    A/B benchmark's duplicate rate; the 2D DuplicateRateEvaluator uses the same rule).
-
-    masks: bool [n, N]; scores: [n].
-    """
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    keep = scores >= score_thr
-    n = int(keep.sum())
-    if n < 2:
-        return 0, n
-    masks = np.asarray(masks, dtype=bool).reshape(len(scores), -1)[keep]
-    scores = scores[keep]
-    order = np.argsort(-np.asarray(scores), kind='stable')
-    m = masks[order].astype(np.float32)
-    inter = m @ m.T
-    area = m.sum(1)
-    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-6)
-    higher = np.tril(iou, k=-1)  # row i against the predictions ranked above it
-    return int((higher > iou_thr).any(1).sum()), n
-
-
-@register_if_absent(METRICS)
+@register_metric()
 class UnifiedSegMetric(SegMetric):
     """Semantic (mIoU), instance (ScanNet AP) and panoptic (PQ) evaluation.
 
@@ -98,7 +77,8 @@ class UnifiedSegMetric(SegMetric):
         submission_prefix_instance (str, optional): write ScanNet-benchmark instance files
             (``<prefix>/<scene>.txt`` + ``<prefix>/predicted_masks/``).
         duplicate_score_thr (float): predictions scored at least this count towards
-            ``duplicate_rate`` (fraction of them with IoU > 0.5 to a higher-scored one).
+            ``duplicate_rate`` (fraction of them with IoU > 0.5 to a higher-scored one:
+            :func:`influencer_core.metrics.duplicate_counts`, ties included).
         **kwargs: ``SegMetric`` arguments (``collect_device``, ``prefix``...).
 
     After ``compute_metrics`` the full results (per-class IoU / AP / PQ and the instance table
@@ -236,7 +216,10 @@ class UnifiedSegMetric(SegMetric):
         for ret, keys in zip((ret_sem, ret_inst, ret_pan), self.logger_keys):
             for key in keys:
                 metrics[key] = ret[key]
-        dup = np.array([duplicate_counts(m, sc, score_thr=self.duplicate_score_thr)
+        # influencer_core.metrics' rule (as the 2D evaluator); scores compared in float64
+        dup = np.array([duplicate_counts(torch.from_numpy(np.asarray(m, dtype=bool)),
+                                         torch.from_numpy(np.asarray(sc, dtype=np.float64).reshape(-1)),
+                                         self.duplicate_score_thr)
                         for m, sc in zip(pred_masks, pred_scores)]).reshape(-1, 2)
         metrics['duplicate_rate'] = float(dup[:, 0].sum() / max(dup[:, 1].sum(), 1))
         return metrics

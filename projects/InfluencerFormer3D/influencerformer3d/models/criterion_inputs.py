@@ -10,24 +10,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-__all__ = ["core_outputs", "core_targets", "get_field", "get_optional_field"]
+from ..structures import get_field, get_optional_field
 
-
-def get_field(obj, name):
-    """``obj[name]`` for dicts, ``obj.name`` otherwise."""
-    if isinstance(obj, dict):
-        return obj[name]
-    return getattr(obj, name)
-
-
-def get_optional_field(obj, name, default=None):
-    """Like :func:`get_field`, ``default`` when absent (dicts, mmengine data elements, objects)."""
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    getter = getattr(obj, "get", None)
-    if callable(getter):  # mmengine data elements
-        return getter(name, default)
-    return getattr(obj, name, default)
+__all__ = ["core_outputs", "core_targets"]
 
 
 def _layer(layer: Dict, where: str) -> Dict:

@@ -3,14 +3,12 @@
 voxel units) to the model, moved to the model's device like the points. Works on CPU."""
 from mmdet3d.models.data_preprocessors.data_preprocessor import Det3DDataPreprocessor
 
-try:
-    from mmdet3d.registry import MODELS
-except ImportError:  # pragma: no cover
-    MODELS = None
+from ..registry import register_model
 
 __all__ = ['Det3DDataPreprocessor_']
 
 
+@register_model()
 class Det3DDataPreprocessor_(Det3DDataPreprocessor):
     """Same arguments as mmdet3d's ``Det3DDataPreprocessor``.
 
@@ -28,7 +26,3 @@ class Det3DDataPreprocessor_(Det3DDataPreprocessor):
         if elastic is not None:
             out['inputs']['elastic_coords'] = self.cast_data(elastic)
         return out
-
-
-if MODELS is not None and 'Det3DDataPreprocessor_' not in MODELS.module_dict:
-    MODELS.register_module(name='Det3DDataPreprocessor_', module=Det3DDataPreprocessor_)

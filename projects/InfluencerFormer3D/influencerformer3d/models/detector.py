@@ -20,84 +20,28 @@ scene mean, averaged per voxel; ``in_channels = F + 3``) -> ``input_conv`` (SubM
 pts_instance_mask=[inst bool [n_inst, N], pan_inst [N]], instance_labels [n_inst],
 instance_scores [n_inst])`` (numpy) over the scene's original points, for every scene of the batch.
 """
-import time
-
 import spconv.pytorch as spconv
 import torch
 import torch.nn.functional as F
-from mmdet.models.layers.matrix_nms import mask_matrix_nms as _mmdet_mask_matrix_nms
 from mmdet3d.models import Base3DDetector
+from mmdet3d.registry import MODELS
 from mmdet3d.structures import PointData
 from mmengine.config import ConfigDict
-from mmengine.logging import MessageHub
 from torch import nn
 
+from influencer_core.timing import DeviceTimer
+
+from ..registry import register_model
+from ..structures import LooseInstanceData
 from . import pooling
-from .unified_criterion import LooseInstanceData
+from .mask_matrix_nms import mask_matrix_nms
 
-
-def _timed_criterion(criterion, pred, gts, cuda_sync=False):
-    """``criterion(pred, gts)``, its wall time logged as ``criterion_time`` (seconds; the A/B
-    benchmark reads it).  On CUDA it is logged only with ``train_cfg.time_criterion=True``,
-    which synchronises before and after (the kernels, not their launch, are timed); without it
-    the training loop has no extra host sync."""
-    masks = pred.get('masks') if isinstance(pred, dict) else None
-    on_cuda = isinstance(masks, (list, tuple)) and len(masks) > 0 and masks[0].is_cuda
-    if on_cuda and not cuda_sync:
-        return criterion(pred, gts)
-    if on_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    losses = criterion(pred, gts)
-    if on_cuda:
-        torch.cuda.synchronize()
-    try:
-        MessageHub.get_current_instance().update_scalar('train/criterion_time', time.perf_counter() - start)
-    except Exception:  # noqa: BLE001 - outside a runner there is nothing to log to
-        pass
-    return losses
-
-try:
-    from mmdet3d.registry import MODELS
-except ImportError:  # pragma: no cover
-    MODELS = None
-
-__all__ = ['S3DISOneFormer3D', 'ScanNetOneFormer3D', 'mask_matrix_nms']
+__all__ = ['S3DISOneFormer3D', 'ScanNetOneFormer3D']
 
 S3DIS_TEST_KEYS = ('topk_insts', 'inst_score_thr', 'pan_score_thr', 'npoint_thr', 'sp_score_thr',
                    'num_sem_cls', 'stuff_cls', 'thing_cls')
 SCANNET_TEST_KEYS = ('topk_insts', 'inst_score_thr', 'pan_score_thr', 'npoint_thr', 'sp_score_thr',
                      'stuff_classes')
-
-
-def _register_if_absent(cls, name=None):
-    name = name or cls.__name__
-    if MODELS is not None and name not in MODELS.module_dict:
-        MODELS.register_module(name=name, module=cls)
-    return cls
-
-
-def mask_matrix_nms(masks, labels, scores, filter_thr=-1, nms_pre=-1, max_num=-1,
-                    kernel='gaussian', sigma=2.0, mask_area=None):
-    """Matrix NMS on flat (soft) masks: mmdet's ``mask_matrix_nms`` with masks [n, m] in place
-    of [n, h, w] (what OneFormer3D's copy changes).
-
-    Args:
-        masks: [n, m] mask probabilities (or binary masks); labels: [n]; scores: [n].
-        filter_thr, nms_pre, max_num, kernel ('linear' | 'gaussian'), sigma, mask_area: as mmdet.
-
-    Returns:
-        (scores [k], labels [k], masks [k, m], keep_inds [k]), sorted by decayed score. A mask's
-        score is decayed by its soft IoU with higher-scored masks of the same label.
-    """
-    if masks.dim() != 2:
-        raise ValueError(f'masks must be [n, m], got shape {tuple(masks.shape)}')
-    if mask_area is None:
-        mask_area = masks.sum(1).float()
-    out_scores, out_labels, out_masks, keep = _mmdet_mask_matrix_nms(
-        masks[..., None], labels, scores, filter_thr=filter_thr, nms_pre=nms_pre,
-        max_num=max_num, kernel=kernel, sigma=sigma, mask_area=mask_area)
-    return out_scores, out_labels, out_masks[..., 0], keep
 
 
 def _as_cfg(cfg):
@@ -143,9 +87,25 @@ class _OneFormer3DBase(Base3DDetector):
         self.test_cfg = _as_cfg(test_cfg)
         self._init_layers(in_channels, num_channels)
 
-    def _time_criterion_on_cuda(self):
-        """``train_cfg.time_criterion``: log the criterion's time on CUDA too (adds a sync)."""
-        return bool(self.train_cfg.get('time_criterion', False)) if self.train_cfg else False
+    def _criterion_losses(self, pred, gts):
+        """``self.criterion(pred, gts)``, timed by a :class:`~influencer_core.timing.DeviceTimer`
+        (CUDA events on a GPU: no host sync in the step) that :meth:`parse_losses` hands on."""
+        masks = pred.get('masks') if isinstance(pred, dict) else None
+        device = masks[0].device if isinstance(masks, (list, tuple)) and len(masks) > 0 else 'cpu'
+        timer = DeviceTimer(device)
+        losses = self.criterion(pred, gts)
+        self._criterion_timer = timer.stop()
+        return losses
+
+    def parse_losses(self, losses):
+        """mmengine's ``parse_losses``, plus ``criterion_time`` (seconds, the A/B benchmark reads
+        it) in the log variables when the criterion ran since the last call: the timer is read
+        after the step, when mmengine's ``RuntimeInfoHook`` logs it as ``train/criterion_time``."""
+        loss, log_vars = super().parse_losses(losses)
+        timer, self._criterion_timer = getattr(self, '_criterion_timer', None), None
+        if timer is not None:
+            log_vars['criterion_time'] = timer
+        return loss, log_vars
 
     def _init_layers(self, in_channels, num_channels):
         self.input_conv = spconv.SparseSequential(
@@ -277,6 +237,7 @@ class _OneFormer3DBase(Base3DDetector):
             instance_scores=scores.cpu().numpy())
 
 
+@register_model()
 class S3DISOneFormer3D(_OneFormer3DBase):
     """OneFormer3D for S3DIS: decoder over voxels with learned instance + semantic queries.
 
@@ -391,7 +352,7 @@ class S3DISOneFormer3D(_OneFormer3DBase):
         out = self.decoder(x)
         voxel_ids = self._local_voxel_ids(coords, inverse, [len(p) for p in points], b)
         gts = [self._scene_gt(i, s, v) for i, (s, v) in enumerate(zip(batch_data_samples, voxel_ids))]
-        return _timed_criterion(self.criterion, out, gts, self._time_criterion_on_cuda())
+        return self._criterion_losses(out, gts)
 
     @torch.no_grad()
     def predict(self, batch_inputs_dict, batch_data_samples, **kwargs):
@@ -467,6 +428,7 @@ class S3DISOneFormer3D(_OneFormer3DBase):
         return sem_cls, sem_map
 
 
+@register_model()
 class ScanNetOneFormer3D(_OneFormer3DBase):
     """OneFormer3D for ScanNet: decoder over superpoints, superpoint features as queries.
 
@@ -589,8 +551,7 @@ class ScanNetOneFormer3D(_OneFormer3DBase):
             gt.labels_3d = _to_long(src.labels_3d, x[i].device)
             gts.append(gt)
         queries, gts = self._select_queries(x, gts)
-        return _timed_criterion(self.criterion, self.decoder(x, queries), gts,
-                                self._time_criterion_on_cuda())
+        return self._criterion_losses(self.decoder(x, queries), gts)
 
     @torch.no_grad()
     def predict(self, batch_inputs_dict, batch_data_samples, **kwargs):
@@ -642,7 +603,3 @@ class ScanNetOneFormer3D(_OneFormer3DBase):
         thing_sem = torch.where(is_thing, thing_sem, torch.zeros_like(thing_sem))
         sem_map = torch.where(is_thing, torch.zeros_like(sem_map), sem_map)
         return sem_map + thing_sem, sem_map + inst_map
-
-
-_register_if_absent(S3DISOneFormer3D)
-_register_if_absent(ScanNetOneFormer3D)

@@ -15,12 +15,8 @@ from torch import Tensor
 
 from influencer_core import OTInfluencerCriterion, ReferenceInfluencerCriterion, criterion_options
 
+from ..registry import register_model
 from .criterion_inputs import core_outputs, core_targets
-
-try:
-    from mmdet3d.registry import MODELS
-except ImportError:  # pragma: no cover
-    MODELS = None
 
 __all__ = ["InfluencerCriterion", "VARIANTS", "DEFAULTS", "CORE_ONLY"]
 
@@ -48,6 +44,7 @@ def _options(variant: str) -> set:
     return set(criterion_options(VARIANTS[variant])) - set(CORE_ONLY)
 
 
+@register_model("InfluencerCriterion")
 class InfluencerCriterion:
     """Drop-in for OneFormer3D's ``InstanceCriterion``: ``criterion(pred, insts)`` returns
     ``{'inst_loss': scalar}`` summed over the final and every auxiliary decoder layer.
@@ -124,7 +121,3 @@ class InfluencerCriterion:
         losses = self.core(core_outputs(pred), core_targets(insts))
         self.last_stats = {k: v.detach() for k, v in losses.items() if not k[-1].isdigit()}
         return {"inst_loss": self.core.total_loss(losses, self.scale)}
-
-
-if MODELS is not None and "InfluencerCriterion" not in MODELS.module_dict:
-    MODELS.register_module(name="InfluencerCriterion", module=InfluencerCriterion)

@@ -2,19 +2,14 @@
 :class:`influencer_core.OneFormer3DHungarianCriterion` (all matching and loss math is there)."""
 from __future__ import annotations
 
-import importlib.util
 from typing import Dict, Sequence
 
 from torch import Tensor
 
 from influencer_core import OneFormer3DHungarianCriterion
 
+from ..registry import register_model
 from .criterion_inputs import core_outputs, core_targets
-
-try:
-    from mmdet3d.registry import MODELS
-except ImportError:  # pragma: no cover
-    MODELS = None
 
 __all__ = ["HungarianInstanceCriterion"]
 
@@ -22,6 +17,10 @@ _COSTS = {"QueryClassificationCost": "class_cost", "MaskBCECost": "mask_cost", "
 _MATCHERS = {"HungarianMatcher": "hungarian", "SparseMatcher": "sparse"}
 
 
+# OneFormer3D's name only where OneFormer3D itself is absent (registering it first would make
+# ``import oneformer3d`` fail on the duplicate name)
+@register_model("InstanceCriterion", only_without="oneformer3d")
+@register_model("HungarianInstanceCriterion")
 class HungarianInstanceCriterion:
     """Drop-in for OneFormer3D's ``InstanceCriterion`` (same arguments; registered as
     ``InstanceCriterion`` where OneFormer3D is not installed).
@@ -69,11 +68,3 @@ class HungarianInstanceCriterion:
         self.last_stats = {k: v.detach() for k, v in losses.items() if not k[-1].isdigit()}
         return {"inst_loss": self.core.total_loss(losses)}
 
-
-if MODELS is not None:
-    if "HungarianInstanceCriterion" not in MODELS.module_dict:
-        MODELS.register_module(name="HungarianInstanceCriterion", module=HungarianInstanceCriterion)
-    # OneFormer3D's name only where OneFormer3D itself is absent (registering it first would make
-    # ``import oneformer3d`` fail on the duplicate name) and the name is free
-    if importlib.util.find_spec("oneformer3d") is None and "InstanceCriterion" not in MODELS.module_dict:
-        MODELS.register_module(name="InstanceCriterion", module=HungarianInstanceCriterion)

@@ -26,17 +26,7 @@ import torch
 from mmengine.model import BaseModule
 from torch import nn
 
-try:
-    from mmdet3d.registry import MODELS
-except ImportError:  # pragma: no cover
-    MODELS = None
-
-
-def _register_if_absent(cls, name=None):
-    name = name or cls.__name__
-    if MODELS is not None and name not in MODELS.module_dict:
-        MODELS.register_module(name=name, module=cls)
-    return cls
+from ..registry import register_model
 
 
 def _mlp(cin, hidden, cout):
@@ -126,6 +116,7 @@ def attention_mask_from_logits(mask_logits):
     return blocked
 
 
+@register_model()
 class QueryDecoder(BaseModule):
     """OneFormer3D query decoder (S3DIS configuration: learned queries, objectness scores).
 
@@ -260,6 +251,7 @@ class QueryDecoder(BaseModule):
         return self.forward_simple(x, queries)
 
 
+@register_model()
 class ScanNetQueryDecoder(QueryDecoder):
     """QueryDecoder plus a semantic head ``out_sem`` on every query (ScanNet configuration).
 
@@ -329,7 +321,3 @@ class ScanNetQueryDecoder(QueryDecoder):
         out = dict(preds[-1])
         out['aux_outputs'] = preds[:-1]
         return out
-
-
-_register_if_absent(QueryDecoder)
-_register_if_absent(ScanNetQueryDecoder)

@@ -14,26 +14,12 @@ OneFormer3D's classes of the same names. Not ``nn.Module``s (no parameters), as 
 """
 import torch
 import torch.nn.functional as F
+from mmdet3d.registry import MODELS
 
-try:
-    from mmdet3d.registry import MODELS
-except ImportError:  # pragma: no cover - mmdet3d is part of the 3D stack
-    MODELS = None
+from ..registry import register_model
+from ..structures import get_field
 
 __all__ = ['S3DISSemanticCriterion', 'ScanNetSemanticCriterion']
-
-
-def _field(inst, name):
-    if isinstance(inst, dict):
-        return inst[name]
-    return getattr(inst, name)
-
-
-def _register_if_absent(cls, name=None):
-    name = name or cls.__name__
-    if MODELS is not None and name not in MODELS.module_dict:
-        MODELS.register_module(name=name, module=cls)
-    return cls
 
 
 def _column_classes(sp_masks):
@@ -41,6 +27,7 @@ def _column_classes(sp_masks):
     return sp_masks.float().argmax(0)
 
 
+@register_model()
 class S3DISSemanticCriterion:
     """Per-voxel classification by the semantic queries' masks (OneFormer3D S3DIS).
 
@@ -51,9 +38,6 @@ class S3DISSemanticCriterion:
     """
 
     def __init__(self, loss_weight, seg_loss=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True)):
-        if MODELS is None:  # pragma: no cover
-            raise ImportError('S3DISSemanticCriterion builds seg_loss from mmdet3d.registry.MODELS: '
-                              'install mmdet3d')
         self.seg_loss = MODELS.build(seg_loss)
         self.loss_weight = loss_weight
 
@@ -62,7 +46,7 @@ class S3DISSemanticCriterion:
             raise ValueError(f'{len(masks)} semantic predictions for {len(insts)} scenes')
         losses = []
         for i, (m, inst) in enumerate(zip(masks, insts)):
-            target = _field(inst, 'sp_masks')
+            target = get_field(inst, 'sp_masks')
             if target.shape[1] != m.shape[1]:
                 raise ValueError(f'scene {i}: semantic masks cover {m.shape[1]} voxels, sp_masks '
                                  f'{target.shape[1]}')
@@ -90,6 +74,7 @@ class S3DISSemanticCriterion:
         return loss
 
 
+@register_model()
 class ScanNetSemanticCriterion:
     """Softmax cross-entropy of every query's semantic prediction (OneFormer3D ScanNet).
 
@@ -120,7 +105,7 @@ class ScanNetSemanticCriterion:
                              'per scene): use ScanNetQueryDecoder')
         losses = []
         for i, (logits, inst) in enumerate(zip(sem_preds, insts)):
-            target_masks = _field(inst, 'sp_masks')
+            target_masks = get_field(inst, 'sp_masks')
             if target_masks.shape[1] != logits.shape[0]:
                 raise ValueError(f'scene {i}: {logits.shape[0]} queries but semantic sp_masks have '
                                  f'{target_masks.shape[1]} columns')
@@ -133,7 +118,3 @@ class ScanNetSemanticCriterion:
             # mean over non-ignored queries (F.cross_entropy's 'mean'); 0 (not NaN) if none
             losses.append(per_query.sum() / n_valid.clamp(min=1))
         return dict(seg_loss=self.loss_weight * torch.stack(losses).mean())
-
-
-_register_if_absent(S3DISSemanticCriterion)
-_register_if_absent(ScanNetSemanticCriterion)

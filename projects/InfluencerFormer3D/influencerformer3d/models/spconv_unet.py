@@ -26,23 +26,12 @@ import torch
 from spconv.pytorch.modules import SparseModule
 from torch import nn
 
+from ..registry import register_model
 from .spconv_cpu import maybe_enable_spconv_cpu_backward
-
-try:
-    from mmdet3d.registry import MODELS
-except ImportError:  # pragma: no cover - mmdet3d is part of the 3D stack
-    MODELS = None
 
 maybe_enable_spconv_cpu_backward()
 
 default_norm_fn = functools.partial(nn.BatchNorm1d, eps=1e-4, momentum=0.1)
-
-
-def _register_if_absent(cls, name=None):
-    name = name or cls.__name__
-    if MODELS is not None and name not in MODELS.module_dict:
-        MODELS.register_module(name=name, module=cls)
-    return cls
 
 
 def _as_norm_fn(norm_fn):
@@ -105,6 +94,7 @@ class ResidualBlock(SparseModule):
 _BLOCKS = {'residual': ResidualBlock}
 
 
+@register_model()
 class SpConvUNet(nn.Module):
     """Recursive sparse U-Net (OneFormer3D / SPFormer layout).
 
@@ -193,6 +183,3 @@ class SpConvUNet(nn.Module):
             previous_outputs = []
         previous_outputs.append(out)
         return out, previous_outputs
-
-
-_register_if_absent(SpConvUNet)

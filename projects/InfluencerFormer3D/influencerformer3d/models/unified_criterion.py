@@ -8,57 +8,26 @@ is the instance criterion's (``inst_loss``) updated with the semantic criterion'
 
 Neither class modifies its inputs (upstream slices the decoder's lists in place).
 """
-from mmengine.structures import BaseDataElement, InstanceData
+from mmdet3d.registry import MODELS
 
-try:
-    from mmdet3d.registry import MODELS
-except ImportError:  # pragma: no cover
-    MODELS = None
+from ..registry import register_model
+from ..structures import LooseInstanceData, get_optional_field
 
-__all__ = ['LooseInstanceData', 'S3DISUnifiedCriterion', 'ScanNetUnifiedCriterion']
-
-
-class LooseInstanceData(InstanceData):
-    """``InstanceData`` whose fields may differ in length (as OneFormer3D's ``InstanceData_``):
-    e.g. ``labels_3d`` [K] next to ``sp_sem_masks`` [C + 1, P]. ``len()`` is the first field's."""
-
-    def __setattr__(self, name, value):
-        if name in ('_metainfo_fields', '_data_fields'):
-            super().__setattr__(name, value)
-            return
-        if not hasattr(value, '__len__'):
-            raise TypeError(f'field {name!r} must have a length (tensor, array, list), got '
-                            f'{type(value).__name__}')
-        BaseDataElement.__setattr__(self, name, value)
-
-    __setitem__ = __setattr__
-
-
-def _get(inst, name, default=None):
-    if isinstance(inst, dict):
-        return inst.get(name, default)
-    if isinstance(inst, BaseDataElement):
-        return inst.get(name, default)
-    return getattr(inst, name, default)
+__all__ = ['S3DISUnifiedCriterion', 'ScanNetUnifiedCriterion']
 
 
 def _require(inst, name, i, who):
-    value = _get(inst, name)
+    value = get_optional_field(inst, name)
     if value is None:
         raise KeyError(f'{who}: ground truth of scene {i} lacks {name!r}')
     return value
-
-
-def _build(cfg):
-    if MODELS is None:  # pragma: no cover
-        raise ImportError('the unified criteria build their parts from mmdet3d.registry.MODELS')
-    return MODELS.build(cfg)
 
 
 def _rows(x, rows):
     return None if x is None else x[rows]
 
 
+@register_model()
 class ScanNetUnifiedCriterion:
     """ScanNet: ground truth rows ``[:-n-1]`` are instances, the last ``n + 1`` semantic classes.
 
@@ -77,8 +46,8 @@ class ScanNetUnifiedCriterion:
 
     def __init__(self, num_semantic_classes, sem_criterion, inst_criterion):
         self.num_semantic_classes = num_semantic_classes
-        self.sem_criterion = _build(sem_criterion)
-        self.inst_criterion = _build(inst_criterion)
+        self.sem_criterion = MODELS.build(sem_criterion)
+        self.inst_criterion = MODELS.build(inst_criterion)
 
     def split(self, insts):
         """Per scene: (semantic gt with ``sp_masks`` [n + 1, Q_i], instance gt with ``sp_masks``,
@@ -89,7 +58,7 @@ class ScanNetUnifiedCriterion:
         for i, inst in enumerate(insts):
             sp_masks = _require(inst, 'sp_masks', i, who)
             labels = _require(inst, 'labels_3d', i, who)
-            query_masks = _get(inst, 'query_masks')
+            query_masks = get_optional_field(inst, 'query_masks')
             if sp_masks.shape[0] < n + 1 or len(labels) != sp_masks.shape[0]:
                 raise ValueError(
                     f'{who}: scene {i} has {sp_masks.shape[0]} sp_masks rows and {len(labels)} '
@@ -113,6 +82,7 @@ class ScanNetUnifiedCriterion:
         return loss
 
 
+@register_model()
 class S3DISUnifiedCriterion:
     """S3DIS: the last ``n`` queries of every decoder output are semantic queries.
 
@@ -131,8 +101,8 @@ class S3DISUnifiedCriterion:
 
     def __init__(self, num_semantic_classes, sem_criterion, inst_criterion):
         self.num_semantic_classes = num_semantic_classes
-        self.sem_criterion = _build(sem_criterion)
-        self.inst_criterion = _build(inst_criterion)
+        self.sem_criterion = MODELS.build(sem_criterion)
+        self.inst_criterion = MODELS.build(inst_criterion)
 
     def _split_layer(self, layer):
         """(instance part with cls_preds/scores/masks of the first Q queries, semantic masks)."""
@@ -175,14 +145,3 @@ class S3DISUnifiedCriterion:
         loss = dict(self.inst_criterion(inst_pred, inst_gts))
         loss.update(self.sem_criterion(sem_pred, sem_gts))
         return loss
-
-
-def _register_if_absent(cls, name=None):
-    name = name or cls.__name__
-    if MODELS is not None and name not in MODELS.module_dict:
-        MODELS.register_module(name=name, module=cls)
-    return cls
-
-
-_register_if_absent(ScanNetUnifiedCriterion)
-_register_if_absent(S3DISUnifiedCriterion)
