@@ -1,19 +1,7 @@
 #!/usr/bin/env python
 """Derive semantic-segmentation PNGs from COCO-format panoptic annotations.
 
-This is the ``panoptic_semseg_{split}2017`` layout Mask2Former trains its
-semantic head on:
-
-* input: ``annotations/panoptic_{split}2017.json`` and the RGB-encoded panoptic
-  PNGs in ``panoptic_{split}2017/`` (segment id = R + 256 G + 256^2 B, 0 = void);
-* output: one single-channel uint8 PNG per image, same file name, in
-  ``panoptic_semseg_{split}2017/``; pixel = contiguous index of the segment's
-  category over *all* categories (things and stuff) in the order of the
-  ``categories`` list, 255 = void (unlabelled pixels and segment ids absent from
-  ``segments_info``). Crowd segments keep their category, as in Mask2Former.
-
-Usage on real COCO 2017 (after unzipping ``panoptic_annotations_trainval2017.zip``
-and the ``annotations/panoptic_{split}2017.zip`` archives inside it)::
+Command line of :mod:`influencer_data.coco_semantic` (the output layout and the method are described there).
 
     python datasets/prepare_coco_semantic_from_panoptic.py --root $DETECTRON2_DATASETS/coco
 """

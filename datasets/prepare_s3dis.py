@@ -3,35 +3,7 @@
 OneFormer3D's S3DIS configs) read (the code, with the S3DIS format helpers shared with
 the synthetic rooms: ``influencer_data.s3dis``).
 
-Raw input (not shipped; see ``missing_data_message``)::
-
-    <data-root>/Stanford3dDataset_v1.2_Aligned_Version/Area_{1..6}/<room>/Annotations/<class>_<k>.txt
-
-Every annotation txt holds ``x y z r g b`` rows for one object; the object's
-class is the file-name prefix (``chair_3.txt`` -> chair).  Output, written next
-to the raw folder by default (that is what mmdet3d does)::
-
-    <out>/points/Area_1_office_1.bin          float32 (N, 6): x y z r g b (rgb 0..255)
-    <out>/instance_mask/Area_1_office_1.bin   int64 (N,): one id per object file, 1..K
-    <out>/semantic_mask/Area_1_office_1.bin   int64 (N,): 0..12, see S3DIS_CLASSES
-    <out>/seg_info/Area_{i}_resampled_scene_idxs.npy, Area_{i}_label_weight.npy
-    <out>/s3dis_infos_Area_{i}.pkl            mmdet3d "v2" infos (metainfo + data_list)
-    <out>/super_points/Area_1_office_1.bin    int64 (N,), only with --superpoints
-
-mmdet3d does this with ``data/s3dis/collect_indoor3d_data.py`` followed by
-``tools/create_data.py s3dis``; both live in the mmdetection3d *repository*
-only (the pip package has no ``tools``), so this script re-implements the small
-conversion.  Differences from the reference scripts: annotation files are read
-in sorted order (mmdet3d uses ``glob`` order, so instance ids may be permuted),
-and the stray byte in ``Area_5/hallway_6/Annotations/ceiling_1.txt`` is handled
-while parsing instead of by rewriting the raw file in place.
-
-OneFormer3D's S3DIS model does not use superpoints (its voxels play that role),
-so none are written by default.  ``--superpoints`` adds ``super_points/*.bin``
-and a ``super_pts_path`` key per info entry (ignored by mmdet3d's datasets),
-computed by ``influencer_data.s3dis.graph_superpoints``, a label-free fallback.
-
-Usage::
+Command line of :mod:`influencer_data.s3dis` (the output layout and the method are described there).
 
     python datasets/prepare_s3dis.py --data-root datasets/s3dis
     python datasets/prepare_s3dis.py --data-root datasets/s3dis --areas 5 --superpoints

@@ -2,35 +2,7 @@
 """Convert raw ScanNet v2 into the processed layout of OneFormer3D's ScanNet
 configs (mmdet3d 1.4 ScanNet layout + superpoints).
 
-Raw input (not shipped; see ``missing_data_message``)::
-
-    <data-root>/scans/<scene>/<scene>_vh_clean_2.ply                 mesh (vertices = points)
-    <data-root>/scans/<scene>/<scene>_vh_clean_2.0.010000.segs.json  mesh over-segmentation
-    <data-root>/scans/<scene>/<scene>.aggregation.json               objects -> segments
-    <data-root>/scans/<scene>/<scene>.txt                            axisAlignment
-    <data-root>/scannetv2-labels.combined.tsv   (or meta_data/...)   raw label -> nyu40 id
-    <data-root>/meta_data/scannetv2_{train,val,test}.txt (or at the root): split lists
-    <data-root>/scans_test/<scene>/...          optional, for the test split
-
-Output (next to the raw data by default, as OneFormer3D/mmdet3d do)::
-
-    points/<scene>.bin          float32 (N, 6) x y z r g b, *not* axis aligned
-    instance_mask/<scene>.bin   int64 (N,), objectId + 1, 0 = unannotated
-    semantic_mask/<scene>.bin   int64 (N,), nyu40 ids (0 = unannotated); the
-                                dataset's PointSegClassMapping maps them to 0..19
-    super_points/<scene>.bin    int64 (N,), superpoint id per point (0..S-1)
-    scannet_oneformer3d_infos_{train,val,test}.pkl   v2 infos with super_pts_path
-
-OneFormer3D builds these with its own ``data/scannet/batch_load_scannet_data.py``
-and ``tools/create_data.py`` (repository scripts, not part of any pip package);
-this script re-implements that conversion for ScanNet (20 classes; ScanNet200
-is not covered).  OneFormer3D computes superpoints with the ``segmentator``
-package (ScanNet's Felzenszwalb mesh segmentation, kThresh=0.01,
-segMinVerts=20) on the mesh.  ``--superpoints auto`` uses it when importable;
-otherwise it reads the ``_vh_clean_2.0.010000.segs.json`` that ScanNet ships,
-which is the output of the same segmentation with the same parameters
-(relabelled to 0..S-1); if that file is missing it falls back to
-``prepare_s3dis.graph_superpoints`` on the points (an approximation).
+Command line of :mod:`influencer_data.scannet` (the output layout and the method are described there).
 
     python datasets/prepare_scannet.py --data-root datasets/scannet
 """

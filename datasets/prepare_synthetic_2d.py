@@ -1,22 +1,7 @@
 #!/usr/bin/env python
 """Generate a small synthetic 2D dataset in COCO 2017 panoptic + instance format.
 
-Layout written under ``--out`` (the same one detectron2 / Mask2Former read for COCO)::
-
-    {split}2017/{image_id:012d}.jpg                RGB images, H x W
-    panoptic_{split}2017/{image_id:012d}.png       RGB-encoded segment ids (id = R + 256 G + 256^2 B, 0 = void)
-    panoptic_semseg_{split}2017/{image_id:012d}.png  uint8 contiguous class over all categories, 255 = void
-    annotations/panoptic_{split}2017.json          images, annotations[segments_info], categories
-    annotations/instances_{split}2017.json         things only, RLE segmentation (exact masks)
-    synthetic_coco.json                            generation parameters + completeness marker
-
-for ``split`` in ``train`` and ``val``.  Categories: six "thing" shapes (ids 1..6) and three
-"stuff" backgrounds (ids 101..103).  Every image has 1-3 stuff bands covering the background
-and 0-30 shape instances of 8 px to a third of the image, drawn in order so later ones occlude
-earlier ones; the annotations hold the visible part only.  Instances (and stuff regions) whose
-visible area is below ``MIN_AREA`` pixels are left unannotated: their pixels are void (id 0 in
-the panoptic PNG, 255 in the semantic PNG).  Output is deterministic given the seed; image ``i``
-of a split does not depend on how many images are generated.
+Command line of :mod:`influencer_data.synthetic_2d` (the output layout and the method are described there).
 
     python datasets/prepare_synthetic_2d.py                      # 200 train + 50 val, 128 x 128
     python datasets/prepare_synthetic_2d.py --out /tmp/syn --train 1000 --size 256 --force

@@ -1,29 +1,7 @@
 #!/usr/bin/env python
 """Synthetic indoor rooms written in the processed S3DIS layout of mmdet3d 1.4.
 
-The output can stand in for real S3DIS anywhere a config reads
-``data_root``/``s3dis_infos_Area_{i}.pkl`` (mmdet3d's ``S3DISDataset`` /
-``S3DISSegDataset``, OneFormer3D's ``S3DISSegDataset_``)::
-
-    <out>/points/Area_{a}_{room}.bin          float32 (N, 6): x y z r g b (rgb 0..255)
-    <out>/instance_mask/Area_{a}_{room}.bin   int64 (N,): instance ids 1..K (every point)
-    <out>/semantic_mask/Area_{a}_{room}.bin   int64 (N,): S3DIS class ids 0..12
-    <out>/super_points/Area_{a}_{room}.bin    int64 (N,): label-free superpoints (extra)
-    <out>/seg_info/Area_{a}_*.npy             scene resampling / class weights
-    <out>/s3dis_infos_Area_{a}.pkl            mmdet3d v2 infos
-    <out>/synthetic_s3dis.json                generator parameters (idempotency)
-
-A room is a floor, usually a ceiling, 2-4 walls and 0 to ``max_objects``
-objects: tables (top + legs), chairs, sofas and bookcases against walls,
-boards, doors and windows as patches on walls (the wall behind them is cut
-out), columns, ceiling beams and clutter (boxes and blobs on the floor or on
-tables).  Each object is one instance; only surfaces are sampled.  Colours are
-per class with per-instance and per-point noise; positions get Gaussian jitter;
-furniture and (by default) the whole room are rotated about z; finally the room
-is shifted so its minimum corner is the origin, like the real converter does.
-
-Generation is deterministic given ``seed``: room ``r`` of area ``a`` depends
-only on (seed, a, r, points), not on how many rooms are generated.
+Command line of :mod:`influencer_data.synthetic_3d` (the output layout and the method are described there).
 
     python datasets/prepare_synthetic_3d.py                       # default output
     python datasets/prepare_synthetic_3d.py --rooms-per-area 2 --points 8000 --out /tmp/s3
