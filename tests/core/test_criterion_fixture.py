@@ -6,7 +6,9 @@ import torch
 
 from tests.criterion_cases import FIXTURE, core_cases, scene_cases
 
-RTOL, ATOL = 1e-5, 1e-7
+# At small epsilon the transport plan is only defined to about 1e-4 in float32 (scaling the costs
+# by 1 + 1e-7 moves it by up to 9e-4), so any reordering of its sums moves the losses by that much.
+RTOL, ATOL = 2e-4, 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -409,3 +409,17 @@ def test_exclusion_term_pushes_only_duplicates_to_no_object():
     assert crit(as_outputs(xs, cd), [tgt])["loss_exclusion"].item() < 1e-4
     with pytest.raises(ValueError, match="exclusion_overlap"):
         build_criterion("ot", num_classes=C, exclusion_overlap=1.0)
+
+
+def test_sinkhorn_logsumexp_equals_torch_on_wide_ranges():
+    """The Sinkhorn loop's logsumexp clamps terms below exp(-80) (a slow path of exp on CPU);
+    with the maximum term present they change no float32 sum."""
+    from influencer_core.transport import _logsumexp
+
+    g = torch.Generator().manual_seed(3)
+    x = -torch.rand(6, 21, 400, generator=g) * 400
+    x[:, 3] = -1e9  # a masked-out column
+    x[0, :, 7] = -1e9
+    x[0, 5, 7] = -2.0
+    for dim in (1, 2):
+        assert torch.allclose(_logsumexp(x, dim), torch.logsumexp(x, dim), rtol=1e-6, atol=1e-5)
