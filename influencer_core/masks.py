@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 
+_SOFTPLUS_FLOOR = -80.0
+
+
 def _row_chunk(x: Tensor) -> int:
     """Queries per block so a [B, block, P] slab stays in cache on CPU; GPUs take one block."""
     b, q, p = x.shape
@@ -63,17 +66,20 @@ class _PairStats(torch.autograd.Function):
         t_ext_T = t_ext.transpose(1, 2).contiguous()
         xt = torch.bmm(x, t_ext_T)  # [B, Q, K+1]: x @ t^T and x @ pv
         pt = x.new_empty(b, q, k + 1)
-        logsig = x.new_empty(b, q, 1)
+        sp = x.new_empty(b, q, 1)
         pv_col = pv.unsqueeze(-1)
         rows = _row_chunk(x)
         for q0 in range(0, q, rows):
             qs = slice(q0, min(q, q0 + rows))
-            xc = x[:, qs]
-            pt[:, qs] = torch.bmm(torch.sigmoid(xc), t_ext_T)
-            logsig[:, qs] = torch.bmm(F.logsigmoid(xc), pv_col)
+            # softplus(x) = x - log sigmoid(x), from the sigmoid the products need anyway (log is
+            # several times cheaper than logsigmoid on CPU); below x = -80 sigmoid would underflow,
+            # and softplus(x) < 2e-35 there, so x is clamped first
+            xc = x[:, qs].clamp(min=_SOFTPLUS_FLOOR)
+            prob = torch.sigmoid(xc)
+            pt[:, qs] = torch.bmm(prob, t_ext_T)
+            sp[:, qs] = torch.bmm(xc.sub_(prob.log_()), pv_col)
         ctx.save_for_backward(x, t_ext)
-        sp = xt[..., k] - logsig[..., 0]  # softplus(x) = x - log sigmoid(x)
-        return xt[..., :k], sp, pt[..., :k], pt[..., k]
+        return xt[..., :k], sp[..., 0], pt[..., :k], pt[..., k]
 
     @staticmethod
     @_full_precision
