@@ -245,22 +245,15 @@ class SetCriterion(nn.Module):
         return torch.arange(max(counts), device=device)[None] < torch.tensor(counts, device=device)[:, None]
 
     @staticmethod
-    def stacked(rows: Sequence[Tensor], value: float = 0.0) -> Tensor:
-        """[Q_b, ...] tensors of B images -> [B, Q_max, ...] (padding rows filled with ``value``)."""
-        if isinstance(rows, Tensor):
-            return rows
-        rows = list(rows)
-        q = max(r.shape[0] for r in rows)
-        if all(r.shape[0] == q for r in rows):
-            return torch.stack(rows)
-        out = rows[0].new_full((len(rows), q) + tuple(rows[0].shape[1:]), value)
-        for b, r in enumerate(rows):
-            out[b, : r.shape[0]] = r
-        return out
-
-    def class_logits(self, layer: Dict) -> Tensor:
+    def class_logits(layer: Dict) -> Tensor:
         """Class logits [B, Q_max, C+1] (padding queries: zeros, ignored by :meth:`class_loss`)."""
-        return self.stacked(layer["pred_logits"])
+        logits = layer["pred_logits"]
+        return logits if isinstance(logits, Tensor) else pad_logits(list(logits))
+
+    @staticmethod
+    def device_of(layer: Dict) -> torch.device:
+        logits = layer["pred_logits"]
+        return logits.device if isinstance(logits, Tensor) else logits[0].device
 
     @staticmethod
     def scores(layer: Dict) -> Optional[Tuple[Tensor, Tensor]]:
@@ -349,7 +342,7 @@ class HungarianCriterion(SetCriterion):
 
     def prepare(self, layers, targets):
         state = super().prepare(layers, targets)
-        state["num_masks"] = num_masks_across_workers(targets, self.class_logits(layers[0]).device)
+        state["num_masks"] = num_masks_across_workers(targets, self.device_of(layers[0]))
         return state
 
     @torch.no_grad()
@@ -357,7 +350,7 @@ class HungarianCriterion(SetCriterion):
         """[(query idx, target idx)] per image, minimising the matching cost."""
         logits, masks = layer["pred_logits"], layer["pred_masks"]
         image_mode = self.is_image_mode(masks)
-        device = logits[0].device
+        device = self.device_of(layer)
         costs = []
         for b, t in enumerate(targets):
             if image_mode:
@@ -437,7 +430,7 @@ class SharedPointCriterion(SetCriterion):
     def prepare(self, layers, targets):
         state = super().prepare(layers, targets)
         masks = layers[0]["pred_masks"]
-        device = self.class_logits(layers[0]).device
+        device = self.device_of(layers[0])
         if self.is_image_mode(masks):
             h, w = masks.shape[-2:]
             coords = sample_pixel_coords(len(targets), h, w, self.num_points, device)
@@ -659,8 +652,9 @@ class OTInfluencerCriterion(SharedPointCriterion):
         state = super().prepare(layers, targets)
         packed: MaskBatch = state["targets"]
         qv = state["query_valid"]
-        costs = [self.pair_costs(self.class_logits(layer), self.point_logits(layer["pred_masks"], state),
-                                 packed, state["labels"]) for layer in layers]
+        points = [self.point_logits(layer["pred_masks"], state) for layer in layers]  # [B, Q, P] each
+        costs = [self.pair_costs(self.class_logits(layer), x, packed, state["labels"])
+                 for layer, x in zip(layers, points)]
         n = len(layers)
         if self.reuse_final_plan:
             plans = [self.plan(costs[0], packed.valid, qv)] * n
@@ -669,7 +663,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
                                   packed.valid.repeat(n, 1), self.epsilon, self.sinkhorn_iters,
                                   capacity=self.layer_capacities(n, packed.valid),
                                   query_valid=None if qv is None else qv.repeat(n, 1)).chunk(n, 0)
-        state.update(costs=costs, plans=list(plans),
+        state.update(points=points, costs=costs, plans=list(plans),
                      resample=self.importance_sample_ratio > 0 and self.is_image_mode(layers[0]["pred_masks"]))
         return state
 
@@ -680,7 +674,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
         out = self.losses_from_plan(c, plan, state)
         scores = self.scores(layer)
         if scores is not None:
-            out["loss_score"] = self.score_loss(self.point_logits(layer["pred_masks"], state), scores, plan, state)
+            out["loss_score"] = self.score_loss(state["points"][index], scores, plan, state)
         return out
 
     def score_loss(self, x: Tensor, scores: Tuple[Tensor, Tensor], plan: Tensor, state: Dict) -> Tensor:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
+from torch import Tensor
+
 from ..structures import get_field, get_optional_field
 
-__all__ = ["core_outputs", "core_targets"]
+__all__ = ["CoreCriterionAdapter", "core_outputs", "core_targets"]
 
 
 def _layer(layer: Dict, where: str) -> Dict:
@@ -41,3 +43,19 @@ def core_targets(insts: Sequence) -> List[Dict]:
             t["query_masks"] = query_masks
         out.append(t)
     return out
+
+
+class CoreCriterionAdapter:
+    """OneFormer3D's criterion call on an influencer_core criterion ``self.core``:
+    ``criterion(pred, insts)`` -> ``{'inst_loss': scalar}`` (every layer's weighted losses, the
+    per-loss factors ``self.scale`` applied); ``last_stats`` keeps the final layer's detached
+    losses of the last call.  Not an ``nn.Module`` (as upstream), so a model's checkpoint layout
+    is unchanged."""
+
+    core = None
+    scale: Dict[str, float] = {}
+
+    def __call__(self, pred: Dict, insts: Sequence) -> Dict[str, Tensor]:
+        losses = self.core(core_outputs(pred), core_targets(insts))
+        self.last_stats = {k: v.detach() for k, v in losses.items() if not k[-1].isdigit()}
+        return {"inst_loss": self.core.total_loss(losses, self.scale)}

@@ -16,7 +16,7 @@ from torch import Tensor
 from influencer_core import OTInfluencerCriterion, ReferenceInfluencerCriterion, criterion_options
 
 from ..registry import register_model
-from .criterion_inputs import core_outputs, core_targets
+from .criterion_inputs import CoreCriterionAdapter
 
 __all__ = ["InfluencerCriterion", "VARIANTS", "DEFAULTS", "CORE_ONLY"]
 
@@ -45,7 +45,7 @@ def _options(variant: str) -> set:
 
 
 @register_model("InfluencerCriterion")
-class InfluencerCriterion:
+class InfluencerCriterion(CoreCriterionAdapter):
     """Drop-in for OneFormer3D's ``InstanceCriterion``: ``criterion(pred, insts)`` returns
     ``{'inst_loss': scalar}`` summed over the final and every auxiliary decoder layer.
 
@@ -116,8 +116,3 @@ class InfluencerCriterion:
     @epsilon.setter
     def epsilon(self, value: float) -> None:
         self.core.epsilon = value
-
-    def __call__(self, pred: Dict, insts: Sequence) -> Dict[str, Tensor]:
-        losses = self.core(core_outputs(pred), core_targets(insts))
-        self.last_stats = {k: v.detach() for k, v in losses.items() if not k[-1].isdigit()}
-        return {"inst_loss": self.core.total_loss(losses, self.scale)}

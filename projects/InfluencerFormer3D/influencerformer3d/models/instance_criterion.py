@@ -2,14 +2,14 @@
 :class:`influencer_core.OneFormer3DHungarianCriterion` (all matching and loss math is there)."""
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict
 
 from torch import Tensor
 
 from influencer_core import OneFormer3DHungarianCriterion
 
 from ..registry import register_model
-from .criterion_inputs import core_outputs, core_targets
+from .criterion_inputs import CoreCriterionAdapter
 
 __all__ = ["HungarianInstanceCriterion"]
 
@@ -21,7 +21,7 @@ _MATCHERS = {"HungarianMatcher": "hungarian", "SparseMatcher": "sparse"}
 # ``import oneformer3d`` fail on the duplicate name)
 @register_model("InstanceCriterion", only_without="oneformer3d")
 @register_model("HungarianInstanceCriterion")
-class HungarianInstanceCriterion:
+class HungarianInstanceCriterion(CoreCriterionAdapter):
     """Drop-in for OneFormer3D's ``InstanceCriterion`` (same arguments; registered as
     ``InstanceCriterion`` where OneFormer3D is not installed).
 
@@ -62,9 +62,4 @@ class HungarianInstanceCriterion:
     @property
     def topk(self):
         return self.core.topk
-
-    def __call__(self, pred: Dict, insts: Sequence) -> Dict[str, Tensor]:
-        losses = self.core(core_outputs(pred), core_targets(insts))
-        self.last_stats = {k: v.detach() for k, v in losses.items() if not k[-1].isdigit()}
-        return {"inst_loss": self.core.total_loss(losses)}
 
