@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .validation import check_flag, check_number
+
 __all__ = ["InfluencerLoss"]
 
 
@@ -26,12 +28,15 @@ class InfluencerLoss(nn.Module):
     """Condensation Influencer Loss.
 
     forward(embeddings [N, D] or [B, N, D], beta_logits [N] or [B, N],
-            instance_ids [N] or [B, N] long, -1 for background,
+            instance_ids [N] or [B, N] integer, -1 for background,
             num_instances: int, optional upper bound on ids + 1)
     -> {'loss', 'attractive', 'repulsive', 'beta'}; only 'loss' carries gradient.
 
-    Without ``num_instances`` the bound is read from ``instance_ids.max()``
-    (one host sync); pass it to keep the loss sync-free.
+    ``ignore_index`` (e.g. 255): points with that id are neither instance nor background (they
+    take no loss).  Without ``num_instances`` the bound is read from ``instance_ids.max()`` (a
+    host sync).  ``check_values``: ids must lie in [0, num_instances) or be -1 / ``ignore_index``
+    (read back once at the end of the call; ``False`` keeps the loss sync-free when
+    ``num_instances`` is given).
     """
 
     def __init__(
@@ -40,12 +45,25 @@ class InfluencerLoss(nn.Module):
         rep_weight: float = 1.0,
         beta_weight: float = 1.0,
         rep_margin: float = 1.0,
+        ignore_index: Optional[int] = None,
+        check_values: bool = True,
     ):
         super().__init__()
+        owner = type(self).__name__
+        for name, value in (("attr_weight", attr_weight), ("rep_weight", rep_weight), ("beta_weight", beta_weight),
+                            ("rep_margin", rep_margin)):
+            check_number(owner, name, value, low=0)
+        check_number(owner, "ignore_index", ignore_index, integer=True, optional=True)
+        if ignore_index == -1:
+            raise ValueError(f"{owner}: ignore_index -1 is the background id: pick an id no instance uses, e.g. 255 "
+                             "or -100")
+        check_flag(owner, "check_values", check_values)
         self.attr_weight = attr_weight
         self.rep_weight = rep_weight
         self.beta_weight = beta_weight
         self.rep_margin = rep_margin
+        self.ignore_index = ignore_index
+        self.check_values = check_values
 
     def forward(
         self,
@@ -62,14 +80,26 @@ class InfluencerLoss(nn.Module):
                 "expected embeddings [B, N, D], beta_logits [B, N] and instance_ids [B, N]; got "
                 f"{tuple(embeddings.shape)}, {tuple(beta_logits.shape)}, {tuple(instance_ids.shape)}"
             )
-        if instance_ids.dtype.is_floating_point:
-            raise TypeError("instance_ids must be an integer tensor (-1 for background)")
+        if instance_ids.dtype.is_floating_point or instance_ids.dtype == torch.bool:
+            raise TypeError(f"instance_ids must be an integer tensor (-1 for background), got {instance_ids.dtype}: "
+                            "convert with .long()")
         x = embeddings.float()
         beta = beta_logits.float()
         ids = instance_ids.long()
         b, n, _ = x.shape
-        k = int(ids.max().clamp(min=-1)) + 1 if num_instances is None else int(num_instances)
+        ignored = ids == self.ignore_index if self.ignore_index is not None else torch.zeros_like(ids, dtype=torch.bool)
+        if num_instances is None:
+            k = int(torch.where(ignored, -1, ids).max().clamp(min=-1)) + 1
+        else:
+            check_number("InfluencerLoss", "num_instances", num_instances, low=0, integer=True)
+            k = int(num_instances)
         k = max(k, 1)
+        # ids >= k would land in another image's slots, other negatives are undefined: flag, then
+        # compute on ids made safe so nothing indexes out of range before the flag is read
+        odd = ~ignored & ((ids >= k) | (ids < -1))
+        bad = odd.any() if self.check_values else None
+        background = ids == -1
+        ids = torch.where(ignored | odd, torch.full_like(ids, -1), ids)
 
         fg = ids >= 0
         # Global instance slot per point: image b, instance j -> b * k + j; background -> dummy slot.
@@ -110,12 +140,17 @@ class InfluencerLoss(nn.Module):
         beta_inf = beta.view(-1)[infl_safe.view(-1)].view(b, k)
         pos = F.binary_cross_entropy_with_logits(beta_inf, torch.ones_like(beta_inf), reduction="none")
         pos = (pos * presf).sum(1) / n_inst.clamp(min=1)
-        bgf = (~fg).float()
+        bgf = background.float()
         neg = F.binary_cross_entropy_with_logits(beta, torch.zeros_like(beta), reduction="none")
         neg = (neg * bgf).sum(1) / bgf.sum(1).clamp(min=1)
         beta_term = pos + neg
 
         per_image = self.attr_weight * attractive + self.rep_weight * repulsive + self.beta_weight * beta_term
+        if bad is not None and bool(bad):
+            odd = instance_ids.long()[odd].unique()[:5].tolist()
+            hint = ("pass num_instances >= the largest id + 1" if num_instances is not None and max(odd) >= k
+                    else "ids are 0..K-1 per image, -1 for background; set ignore_index for an ignore label")
+            raise ValueError(f"InfluencerLoss: instance_ids {odd} outside [0, {k}) (num_instances = {k}): {hint}")
         return {
             "loss": per_image.mean(),
             "attractive": attractive.mean().detach(),

@@ -53,6 +53,15 @@ from .point_sampling import (
 )
 from .targets import MaskBatch, pack_masks, pad_logits
 from .transport import sinkhorn_plan
+from .validation import (
+    NonFiniteCostError,
+    check_flag,
+    check_number,
+    checked_labels,
+    layer_name,
+    mask_value_flag,
+    raise_on_bad_values,
+)
 
 __all__ = ["CRITERIA", "CRITERION_ALIASES", "register_criterion", "build_criterion", "canonical_criterion_name",
            "SetCriterion", "SharedPointCriterion", "HungarianCriterion", "ReferenceInfluencerCriterion",
@@ -126,20 +135,37 @@ class SetCriterion(nn.Module):
     #: losses present only with optional inputs (``loss_score``: with ``pred_scores``)
     optional_weights: Dict[str, str] = {}
 
+    #: False for criteria that never sample points (``num_points`` unused)
+    uses_points = True
+
     def __init__(self, num_classes: int, class_weight: float = 2.0, no_object_weight: float = 0.1,
-                 num_points: int = 12544, deep_supervision: bool = True):
+                 num_points: int = 12544, deep_supervision: bool = True, check_values: bool = True):
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        owner = type(self).__name__
+        check_number(owner, "num_classes", num_classes, low=1, integer=True,
+                     hint="the number of object classes, without 'no object'")
+        check_number(owner, "class_weight", class_weight, low=0)
+        check_number(owner, "no_object_weight", no_object_weight, low=0)
+        if self.uses_points:
+            check_number(owner, "num_points", num_points, low=1, integer=True,
+                         hint="points per mask at which the image-mode losses are computed")
+        check_flag(owner, "deep_supervision", deep_supervision)
+        check_flag(owner, "check_values", check_values)
         self.num_classes = num_classes
         self.class_weight = class_weight
         self.no_object_weight = no_object_weight
         self.num_points = num_points
         self.deep_supervision = deep_supervision
+        self.check_values = check_values
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = no_object_weight
         # persistent: Mask2Former checkpoints carry criterion.empty_weight
         self.register_buffer("empty_weight", empty_weight)
+
+    def check_weights(self, **weights: float) -> None:
+        """Loss weights must be finite and >= 0 (a negative weight inverts a loss)."""
+        for name, value in weights.items():
+            check_number(type(self).__name__, name, value, low=0)
 
     # ---- weights -----------------------------------------------------------------
     def base_weights(self, optional: bool = True) -> Dict[str, float]:
@@ -182,55 +208,134 @@ class SetCriterion(nn.Module):
             layers += list(outputs.get("aux_outputs", []) or [])
         return layers
 
-    def _check_targets(self, targets: Sequence[Dict], batch: int) -> None:
+    def _check_targets(self, targets: Sequence[Dict], batch: int, masks) -> None:
+        """Targets against the final layer's ``pred_masks`` (shapes and dtypes only)."""
+        if isinstance(targets, dict) or not isinstance(targets, (list, tuple)):
+            raise TypeError(f"targets must be a list of per-image dicts, got {type(targets).__name__}")
         if len(targets) != batch:
             raise ValueError(f"{len(targets)} targets for a batch of {batch}: pass one dict per image")
+        image_mode = self.is_image_mode(masks)
         for b, t in enumerate(targets):
-            if "labels" not in t or "masks" not in t:
-                raise KeyError(f"target {b} needs 'labels' and 'masks'")
-            if t["masks"].shape[0] != t["labels"].shape[0]:
-                raise ValueError(f"target {b}: {t['masks'].shape[0]} masks but {t['labels'].shape[0]} labels")
+            if not isinstance(t, dict) or "labels" not in t or "masks" not in t:
+                raise KeyError(f"target {b} needs 'labels' [K] and 'masks' (a dict per image)")
+            m = t["masks"]
+            if not isinstance(m, Tensor):
+                raise TypeError(f"target {b}: masks must be a tensor, got {type(m).__name__}")
+            labels = checked_labels(t["labels"], b, self.num_classes, clamp=False)
+            if m.dim() < 2 or m.shape[0] != labels.shape[0]:
+                raise ValueError(f"target {b}: masks of shape {tuple(m.shape)} but {labels.shape[0]} labels: one "
+                                 "label per mask")
+            if image_mode:
+                h, w = masks.shape[-2:]
+                if m.dim() == 4 and m.shape[1] == 1:
+                    raise ValueError(f"target {b}: masks are {tuple(m.shape)}, expected [K, H, W]: drop the channel "
+                                     "dimension (masks.squeeze(1))")
+                if m.dim() != 3:
+                    raise ValueError(f"target {b}: image-mode masks must be [K, H, W], got {tuple(m.shape)}")
+                ht, wt = m.shape[-2:]
+                # same extent up to one prediction pixel of rounding per side (stride, padding)
+                if abs(ht * w - wt * h) > (ht / h + 1) * (h + w):
+                    raise ValueError(
+                        f"target {b}: masks are {ht}x{wt} but pred_masks {h}x{w}, another aspect ratio (transposed?): "
+                        "targets must cover the same (padded) image as the predictions")
+            else:
+                n_points = masks[b].shape[-1] if isinstance(masks, (list, tuple)) else masks.shape[-1]
+                if m.dim() != 2:
+                    raise ValueError(f"target {b}: point-mode masks must be [K, P], got {tuple(m.shape)}")
+                if m.shape[0] and m.shape[-1] != n_points:
+                    fix = "" if isinstance(masks, (list, tuple)) else (
+                        ": for images with different point counts pass pred_masks as a list of [Q_b, P_b]")
+                    raise ValueError(f"target {b}: masks cover {m.shape[-1]} points, pred_masks {n_points}{fix}")
 
-    def _check_layer(self, layer: Dict, where: str, query_counts: Optional[List[int]] = None) -> List[int]:
-        """Shapes of one layer's outputs; returns its query count per image."""
+    def _check_layer(self, layer: Dict, where: str, ref: Optional[Dict] = None) -> Dict:
+        """Shapes of one layer's outputs (against the final layer's, ``ref``); returns its
+        query counts per image and mask shapes."""
+        if not isinstance(layer, dict):
+            raise TypeError(f"{where} must be a dict of predictions, got {type(layer).__name__}")
         for key in ("pred_logits", "pred_masks"):
-            if key not in layer:
+            if key not in layer or layer[key] is None:
                 raise KeyError(f"{where} lacks '{key}'; expected Mask2Former-style outputs with pred_logits and "
                                "pred_masks")
         logits, masks = layer["pred_logits"], layer["pred_masks"]
+        c1 = self.num_classes + 1
         per_image = list(logits) if isinstance(logits, (list, tuple)) else None
         if per_image is not None:
-            bad = [tuple(c.shape) for c in per_image if c.dim() != 2 or c.shape[-1] != self.num_classes + 1]
+            bad = [tuple(c.shape) for c in per_image if c.dim() != 2 or c.shape[-1] != c1]
             counts = [int(c.shape[0]) for c in per_image]
+            floating = all(c.is_floating_point() for c in per_image)
         else:
-            bad = [] if logits.dim() == 3 and logits.shape[-1] == self.num_classes + 1 else [tuple(logits.shape)]
+            bad = [] if logits.dim() == 3 and logits.shape[-1] == c1 else [tuple(logits.shape)]
             counts = [int(logits.shape[1])] * int(logits.shape[0]) if logits.dim() == 3 else []
+            floating = logits.is_floating_point()
         if bad:
             raise ValueError(
-                f"{where}: pred_logits must be [B, Q, {self.num_classes + 1}] or a list of "
-                f"[Q_b, {self.num_classes + 1}] "
+                f"{where}: pred_logits must be [B, Q, {c1}] or a list of [Q_b, {c1}] "
                 f"(num_classes + 1 for 'no object'), got {bad[0]}: set num_classes to match the class head"
             )
-        mask_counts = [int(m.shape[0]) for m in masks] if isinstance(masks, (list, tuple)) else \
-            [int(masks.shape[1])] * int(masks.shape[0])
+        if isinstance(masks, (list, tuple)):
+            if any(m.dim() != 2 for m in masks):
+                raise ValueError(f"{where}: a list of pred_masks must hold [Q_b, P_b] point logits, got "
+                                 f"{[tuple(m.shape) for m in masks]}")
+            shapes = [tuple(m.shape[1:]) for m in masks]
+            mask_counts = [int(m.shape[0]) for m in masks]
+            floating = floating and all(m.is_floating_point() for m in masks)
+        else:
+            if masks.dim() not in (3, 4):
+                raise ValueError(f"{where}: pred_masks must be [B, Q, H, W] (image) or [B, Q, P] (points), got "
+                                 f"{tuple(masks.shape)}")
+            shapes = [tuple(masks.shape[2:])] * int(masks.shape[0])
+            mask_counts = [int(masks.shape[1])] * int(masks.shape[0])
+            floating = floating and masks.is_floating_point()
+        if not floating:
+            raise TypeError(f"{where}: pred_logits and pred_masks must be floating-point logits")
         if mask_counts != counts:
-            raise ValueError(f"{where}: pred_masks has {mask_counts} queries per image, pred_logits {counts}")
-        if query_counts is not None and counts != query_counts:
-            raise ValueError(f"{where}: {counts} queries per image, the final layer has {query_counts}")
-        return counts
+            raise ValueError(f"{where}: pred_masks has {mask_counts} queries per image, pred_logits {counts}: "
+                             "both come from the same queries")
+        self._check_scores(layer.get("pred_scores", None), counts, where)
+        if ref is not None:
+            if counts != ref["counts"]:
+                raise ValueError(f"{where}: {counts} queries per image, the final layer has {ref['counts']}")
+            if self.is_image_mode(masks) != ref["image_mode"] or shapes != ref["shapes"]:
+                raise ValueError(f"{where}: pred_masks of shape {shapes[0] if shapes else ()} per image, the final "
+                                 f"layer's {ref['shapes'][0] if ref['shapes'] else ()}: every layer predicts masks "
+                                 "at the same points (or resolution)")
+        return {"counts": counts, "shapes": shapes, "image_mode": self.is_image_mode(masks)}
+
+    @staticmethod
+    def _check_scores(scores, counts: List[int], where: str) -> None:
+        if scores is None:
+            return
+        items = list(scores) if isinstance(scores, (list, tuple)) else list(scores.unbind(0)) \
+            if isinstance(scores, Tensor) and scores.dim() >= 2 else None
+        if items is None or len(items) != len(counts):
+            raise ValueError(f"{where}: pred_scores must be [B, Q], [B, Q, 1] or a list of [Q_b] / [Q_b, 1] / None, "
+                             f"got {getattr(scores, 'shape', type(scores).__name__)}")
+        for b, (x, q) in enumerate(zip(items, counts)):
+            if x is not None and (x.numel() != q or x.dim() > 2 or not x.is_floating_point()):
+                raise ValueError(f"{where}: pred_scores of image {b} has shape {tuple(x.shape)}, expected [{q}] or "
+                                 f"[{q}, 1] float (one score per query)")
 
     def check(self, layers: Sequence[Dict], targets: Sequence[Dict]) -> None:
-        """Check every layer's shapes and the targets (no host sync)."""
-        counts = self._check_layer(layers[0], "outputs")
+        """Check every layer's shapes and the targets' (metadata only, no host sync)."""
+        ref = self._check_layer(layers[0], "outputs")
         for i, layer in enumerate(layers[1:]):
-            self._check_layer(layer, f"aux_outputs[{i}]", counts)
-        self._check_targets(targets, len(counts))
-        masks = layers[0]["pred_masks"]
-        if isinstance(masks, (list, tuple)):  # per-image points: targets on exactly those points
-            for b, (m, t) in enumerate(zip(masks, targets)):
-                if t["masks"].shape[0] and t["masks"].shape[-1] != m.shape[-1]:
-                    raise ValueError(f"target {b}: masks cover {t['masks'].shape[-1]} points, pred_masks "
-                                     f"{m.shape[-1]}")
+            self._check_layer(layer, layer_name(i + 1), ref)
+        self._check_targets(targets, len(ref["counts"]), layers[0]["pred_masks"])
+
+    def checked_targets(self, targets: Sequence[Dict]) -> Tuple[List[Dict], List[Tensor], List[Tensor]]:
+        """(targets with int64 labels, per-target flags 'label out of range', 'mask not binary').
+
+        With ``check_values`` the labels are clamped into range so that nothing indexes out of
+        bounds before the flags are read (:func:`~influencer_core.validation.raise_on_bad_values`)."""
+        out, label_flags, mask_flags = [], [], []
+        for b, t in enumerate(targets):
+            labels = checked_labels(t["labels"], b, self.num_classes, clamp=False)
+            if self.check_values:
+                label_flags.append(((labels < 0) | (labels >= self.num_classes)).any())
+                mask_flags.append(mask_value_flag(t["masks"]))
+                labels = labels.clamp(0, self.num_classes - 1)
+            out.append({**t, "labels": labels})
+        return out, label_flags, mask_flags
 
     @staticmethod
     def query_valid(layer: Dict) -> Optional[Tensor]:
@@ -296,17 +401,33 @@ class SetCriterion(nn.Module):
         raise NotImplementedError
 
     def forward(self, outputs: Dict, targets: Sequence[Dict]) -> Dict[str, Tensor]:
+        if not isinstance(outputs, dict):
+            raise TypeError(f"outputs must be a dict with pred_logits and pred_masks, got {type(outputs).__name__}")
         layers = self.layers(outputs)
         self.check(layers, targets)
-        state = self.prepare(layers, targets)
+        checked, label_flags, mask_flags = self.checked_targets(targets)
+        owner = type(self).__name__
         losses: Dict[str, Tensor] = {}
-        for i, layer in enumerate(layers):
-            out = self.layer_losses(layer, targets, state, i)
-            if i == 0:
-                losses.update(out)
-            else:  # statistics are reported for the final layer only
-                losses.update({f"{k}_{i - 1}": v for k, v in out.items() if k.startswith("loss_")})
+        try:
+            state = self.prepare(layers, checked)
+            for i, layer in enumerate(layers):
+                out = self.layer_losses(layer, checked, state, i)
+                if i == 0:
+                    losses.update(out)
+                else:  # statistics are reported for the final layer only
+                    losses.update({f"{k}_{i - 1}": v for k, v in out.items() if k.startswith("loss_")})
+        except NonFiniteCostError as err:  # name the input (or the bad labels behind it)
+            raise_on_bad_values(owner, self.num_classes, targets, label_flags, mask_flags, None, layers, err)
+            raise
+        if self.check_values:  # the one host sync of the checks (see influencer_core.validation)
+            raise_on_bad_values(owner, self.num_classes, targets, label_flags, mask_flags, losses, layers)
         return losses
+
+
+def _check_sampling(owner: str, oversample_ratio: float, importance_sample_ratio: float) -> None:
+    check_number(owner, "oversample_ratio", oversample_ratio, low=1,
+                 hint="candidate points per loss point for importance sampling")
+    check_number(owner, "importance_sample_ratio", importance_sample_ratio, low=0, high=1)
 
 
 def _masked_mse(score: Tensor, target: Tensor, weight: Tensor, min_total: float = 1.0) -> Tensor:
@@ -333,8 +454,10 @@ class HungarianCriterion(SetCriterion):
     def __init__(self, num_classes: int, class_weight: float = 2.0, mask_weight: float = 5.0,
                  dice_weight: float = 5.0, no_object_weight: float = 0.1, num_points: int = 12544,
                  oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75,
-                 deep_supervision: bool = True):
-        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+                 deep_supervision: bool = True, check_values: bool = True):
+        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
+        self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight)
+        _check_sampling(type(self).__name__, oversample_ratio, importance_sample_ratio)
         self.mask_weight = mask_weight
         self.dice_weight = dice_weight
         self.oversample_ratio = oversample_ratio
@@ -476,8 +599,11 @@ class ReferenceInfluencerCriterion(SharedPointCriterion):
                  no_object_weight: float = 0.1, num_points: int = 12544, deep_supervision: bool = True,
                  attr_weight: float = 1.0, rep_weight: float = 1.0, bg_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: float = 1.0, eps: float = 1e-6,
-                 score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5):
-        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+                 score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5, check_values: bool = True):
+        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
+        self.check_weights(influencer_weight=influencer_weight, score_weight=score_weight)
+        check_number(type(self).__name__, "score_iou_thr", score_iou_thr, low=0, high=1, high_open=True,
+                     optional=True)
         self.influencer_weight = influencer_weight
         self.score_weight = score_weight
         self.score_iou_thr = score_iou_thr
@@ -599,30 +725,45 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  num_points: int = 12544, deep_supervision: bool = True, epsilon: float = 0.05,
                  sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0,
                  class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5,
-                 reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5):
-        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision)
+                 reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
+                 check_values: bool = True):
+        super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
+        owner = type(self).__name__
+        self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, exclusion_weight=exclusion_weight,
+                           score_weight=score_weight)
+        _check_sampling(owner, oversample_ratio, importance_sample_ratio)
+        check_number(owner, "sinkhorn_iters", sinkhorn_iters, low=1, integer=True,
+                     hint="with no iteration the plan ignores the costs and the mask losses vanish")
+        if class_target not in ("mass", "query"):
+            raise ValueError(f"{owner}: class_target must be 'mass' or 'query', got {class_target!r}")
+        check_number(owner, "aux_capacity", aux_capacity, low=1, hint="1 = one-to-one")
+        check_number(owner, "exclusion_overlap", exclusion_overlap, low=0, high=1, high_open=True)
+        check_number(owner, "score_iou_thr", score_iou_thr, low=0, high=1, high_open=True, optional=True)
+        check_flag(owner, "reuse_final_plan", reuse_final_plan)
         self.reuse_final_plan = reuse_final_plan
         self.score_weight = score_weight
         self.score_iou_thr = score_iou_thr
-        if class_target not in ("mass", "query"):
-            raise ValueError(f"class_target must be 'mass' or 'query', got {class_target!r}")
-        if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
-            raise ValueError(f"need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1, got "
-                             f"{oversample_ratio}, {importance_sample_ratio}")
         self.mask_weight = mask_weight
         self.dice_weight = dice_weight
         self.exclusion_weight = exclusion_weight
-        if not 0 <= exclusion_overlap < 1:
-            raise ValueError(f"exclusion_overlap must be in [0, 1), got {exclusion_overlap}")
         self.exclusion_overlap = exclusion_overlap
         self.epsilon = epsilon
         self.sinkhorn_iters = sinkhorn_iters
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
         self.class_target = class_target
-        if aux_capacity < 1:
-            raise ValueError(f"aux_capacity must be >= 1 (1 = one-to-one), got {aux_capacity}")
         self.aux_capacity = aux_capacity
+
+    @property
+    def epsilon(self) -> float:
+        """Entropic regularisation of the plan (> 0; schedules set it between steps)."""
+        return self._epsilon
+
+    @epsilon.setter
+    def epsilon(self, value: float) -> None:
+        check_number(type(self).__name__, "epsilon", value, low=0, low_open=True,
+                     hint="the plan's temperature; small values approach a one-to-one assignment")
+        self._epsilon = float(value)
 
     def pair_costs(self, class_logits: Tensor, x: Tensor, packed: MaskBatch, labels: Tensor) -> Dict[str, Tensor]:
         """Per-pair CE [B, Q, K], BCE [B, Q, K], dice [B, Q, K] and no-object CE [B, Q]."""

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .targets import MaskBatch, pack_masks
+from .validation import check_number, mask_value_flag
 
 __all__ = ["MaskInfluencerLoss", "log_profiles", "influencer_terms"]
 
@@ -191,10 +192,12 @@ class MaskInfluencerLoss(nn.Module):
         eps: float = 1e-6,
     ):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if eps <= 0:
-            raise ValueError(f"eps must be > 0 (it keeps log(p + eps) finite), got {eps}")
+        owner = type(self).__name__
+        for name, value in (("attr_weight", attr_weight), ("rep_weight", rep_weight), ("bg_weight", bg_weight),
+                            ("rep_margin", rep_margin)):
+            check_number(owner, name, value, low=0)
+        check_number(owner, "temperature", temperature, low=0, low_open=True)
+        check_number(owner, "eps", eps, low=0, low_open=True, hint="it keeps log(p + eps) finite")
         self.attr_weight = attr_weight
         self.rep_weight = rep_weight
         self.bg_weight = bg_weight
@@ -228,7 +231,15 @@ class MaskInfluencerLoss(nn.Module):
                 masks = masks.unsqueeze(0)
         if logits.dim() != 3:
             raise ValueError(f"logits must be [Q, P] or [B, Q, P], got shape {tuple(logits.shape)}")
-        targets = masks if isinstance(masks, MaskBatch) else pack_masks(masks, logits.shape[-1], logits.device)
+        if isinstance(masks, MaskBatch):
+            targets = masks
+        else:
+            # one rule with the criteria: binary masks only (a host sync; criteria pass a checked MaskBatch)
+            raw = [masks] if isinstance(masks, Tensor) else list(masks)
+            if any(isinstance(m, Tensor) and bool(mask_value_flag(m)) for m in raw):
+                raise ValueError("MaskInfluencerLoss: masks hold values other than 0 and 1: pass binary masks - bool, "
+                                 "or 0/1 - e.g. masks > 127 for 0/255 PNG masks, masks > 0.5 for soft ones")
+            targets = pack_masks(masks, logits.shape[-1], logits.device)
         if targets.batch_size != logits.shape[0]:
             raise ValueError(
                 f"{targets.batch_size} target sets for {logits.shape[0]} images: pass one [K, P] mask tensor per image"

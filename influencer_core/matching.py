@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .validation import NonFiniteCostError
+
 __all__ = ["linear_assignment", "sparse_match"]
 
 
@@ -25,11 +27,12 @@ def linear_assignment(costs: Sequence[Tensor]) -> List[Tuple[Tensor, Tensor]]:
     flat = torch.cat([c.detach().float().reshape(-1) for c in costs]).cpu().numpy() if sum(sizes) else np.zeros(0)
     out = []
     start = 0
-    for c, size in zip(costs, sizes):
+    for b, (c, size) in enumerate(zip(costs, sizes)):
         mat = flat[start : start + size].reshape(c.shape)
         start += size
         if not np.isfinite(mat).all():
-            raise ValueError("matching cost contains NaN/inf: check the predictions for non-finite logits")
+            raise NonFiniteCostError(f"matching cost of image {b} contains NaN/inf: check the predictions for "
+                                     "non-finite logits")
         rows, cols = linear_sum_assignment(mat)
         out.append((torch.as_tensor(rows, dtype=torch.long, device=device),
                     torch.as_tensor(cols, dtype=torch.long, device=device)))

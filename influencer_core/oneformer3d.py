@@ -16,6 +16,7 @@ from torch import Tensor
 from .criterion import SetCriterion
 from .masks import dice_per_mask, mask_iou, pairwise_class_cost, pairwise_dice, pairwise_sigmoid_ce, sigmoid_ce_per_mask
 from .matching import linear_assignment, sparse_match
+from .validation import check_flag, check_number
 
 __all__ = ["OneFormer3DHungarianCriterion"]
 
@@ -43,17 +44,26 @@ class OneFormer3DHungarianCriterion(SetCriterion):
 
     loss_weights = {"loss_ce": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight"}
     optional_weights = {"loss_score": "score_weight"}
+    uses_points = False
 
     def __init__(self, num_classes: int, class_weight: float = 0.5, mask_weight: float = 1.0,
                  dice_weight: float = 1.0, score_weight: float = 0.5, no_object_weight: float = 0.1,
                  class_cost: float = 0.5, mask_cost: float = 1.0, dice_cost: float = 1.0,
                  matcher: str = "hungarian", topk: Optional[int] = None, fix_dice_loss_weight: bool = False,
-                 fix_mean_loss: bool = False, iter_matcher: bool = True):
-        super().__init__(num_classes, class_weight, no_object_weight, num_points=0, deep_supervision=True)
+                 fix_mean_loss: bool = False, iter_matcher: bool = True, check_values: bool = True):
+        super().__init__(num_classes, class_weight, no_object_weight, num_points=0, deep_supervision=True,
+                         check_values=check_values)
+        owner = type(self).__name__
+        self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, score_weight=score_weight,
+                           class_cost=class_cost, mask_cost=mask_cost, dice_cost=dice_cost)
         if matcher not in ("hungarian", "sparse"):
-            raise ValueError(f"matcher must be 'hungarian' or 'sparse', got {matcher!r}")
-        if matcher == "sparse" and (topk is None or int(topk) < 1):
-            raise ValueError(f"the sparse matcher needs topk >= 1 (queries matched per instance), got {topk}")
+            raise ValueError(f"{owner}: matcher must be 'hungarian' or 'sparse', got {matcher!r}")
+        if matcher == "sparse" and topk is None:
+            raise ValueError(f"{owner}: the sparse matcher needs topk >= 1 (queries matched per instance), got None")
+        check_number(owner, "topk", topk, low=1, integer=True, optional=True)
+        for name, flag in (("fix_dice_loss_weight", fix_dice_loss_weight), ("fix_mean_loss", fix_mean_loss),
+                           ("iter_matcher", iter_matcher)):
+            check_flag(owner, name, flag)
         self.mask_weight = mask_weight
         self.dice_weight = dice_weight
         self.score_weight = score_weight

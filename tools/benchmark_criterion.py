@@ -7,6 +7,7 @@ runs in its own process so peak memory is that case's alone.
     python tools/benchmark_criterion.py                      # all cases, 2 threads
     python tools/benchmark_criterion.py --cases coco-k7 --repeats 3
     python tools/benchmark_criterion.py --device cuda --json-out bench.json
+    python tools/benchmark_criterion.py --check-overhead     # cost of the input value checks
 
 Cases: coco-k7 / coco-k50 (B=2, Q=100, 133 classes, 10 layers, 256x256 masks,
 12544 points) and s3dis (B=2, Q=400, 13 classes, P=30000 superpoints, K=20,
@@ -116,6 +117,35 @@ def run_single(criterion: str, case_name: str, device: str, repeats: int, warmup
     }
 
 
+def run_check_overhead(criterion: str, case_name: str, device: str, repeats: int, warmup: int, threads: int) -> dict:
+    """Cost of the value checks: the criterion with ``check_values`` on and off, calls
+    alternating A B A B on the same inputs (machine noise hits both), median ms of each."""
+    import torch
+    from influencer_core import build_criterion
+
+    torch.set_num_threads(threads)
+    case = CASES[case_name]
+    crits = {flag: build_criterion(criterion, num_classes=case["C"], check_values=flag).to(device)
+             for flag in (True, False)}
+    outputs, targets, leaves = make_inputs(case, device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = {True: [], False: []}
+    for i in range(warmup + repeats):
+        for flag in (True, False) if i % 2 == 0 else (False, True):
+            for t in leaves:
+                t.grad = None
+            sync()
+            t0 = time.perf_counter()
+            crits[flag].total_loss(crits[flag](outputs, targets)).backward()
+            sync()
+            if i >= warmup:
+                times[flag].append((time.perf_counter() - t0) * 1000)
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    return {"criterion": criterion, "case": case_name, "device": device, "threads": threads, "repeats": repeats,
+            "checks_on_ms": round(on, 1), "checks_off_ms": round(off, 1),
+            "check_overhead_pct": round(100 * (on / off - 1), 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--criteria", nargs="+", default=None, help="criterion names (default: all registered)")
@@ -125,11 +155,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--json-out", default=None, help="also write all results to this file")
+    ap.add_argument("--check-overhead", action="store_true",
+                    help="instead: time each criterion with its value checks on and off (check_values), alternating")
     ap.add_argument("--single", nargs=2, metavar=("CRITERION", "CASE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.single:
-        res = run_single(args.single[0], args.single[1], args.device, args.repeats, args.warmup, args.threads)
+        run = run_check_overhead if args.check_overhead else run_single
+        res = run(args.single[0], args.single[1], args.device, args.repeats, args.warmup, args.threads)
         print(json.dumps(res))
         return
 
@@ -141,6 +174,7 @@ def main() -> None:
         for crit in criteria:
             cmd = [sys.executable, os.path.abspath(__file__), "--single", crit, case, "--device", args.device,
                    "--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+            cmd += ["--check-overhead"] if args.check_overhead else []
             # 2 MB pages for large CPU tensors (a PyTorch allocator option): fewer page faults
             env = dict(os.environ, THP_MEM_ALLOC_ENABLE=os.environ.get("THP_MEM_ALLOC_ENABLE", "1"))
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -149,6 +183,10 @@ def main() -> None:
                 raise SystemExit(f"benchmark of {crit} on {case} failed")
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(res)
+            if args.check_overhead:
+                print(json.dumps(res), flush=True)
+        if args.check_overhead:
+            continue
         hung = next((r for r in results if r["case"] == case and r["criterion"] == "hungarian"), None)
         for r in results:
             if r["case"] == case:
@@ -156,6 +194,11 @@ def main() -> None:
                 if "_printed" not in r:
                     print(json.dumps(r), flush=True)
                     r["_printed"] = True
+    if args.check_overhead:
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump(results, f, indent=1)
+        return
     for r in results:
         r.pop("_printed", None)
     print()

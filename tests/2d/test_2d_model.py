@@ -92,6 +92,18 @@ def test_full_model_forward_backward_each_criterion(synthetic_root, criterion):
     assert all(p.grad is not None for p in head)
 
 
+@pytest.mark.parametrize("criterion", ["hungarian", "reference", "ot"])
+def test_num_classes_below_the_datasets_is_an_error(synthetic_root, criterion):
+    """A config whose NUM_CLASSES is smaller than the dataset's fails on the first step (it used
+    to train with the extra classes turned into 'no object' or crash with an IndexError)."""
+    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.CRITERION", criterion, "DATASETS.TRAIN",
+                   ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256,
+                   "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1)
+    model = build_model(cfg).train()
+    with pytest.raises(ValueError, match=r"outside \[0, 0\].*set num_classes"):
+        model(_batch("t2d_train_panoptic"))
+
+
 @pytest.mark.parametrize("criterion", ["hungarian", "ot"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_full_model_under_autocast(synthetic_root, criterion, dtype):
@@ -302,9 +314,11 @@ def test_cuda_amp_training_and_evaluation(tmp_path, synthetic_root, criterion, f
 @cuda
 def test_cuda_training_step_never_syncs_with_the_host(synthetic_root):
     """influencer_ot's whole training step (model, criterion, statistics, backward) queues GPU
-    work without waiting for it (CUDA sync debug mode turns a synchronisation into an error)."""
+    work without waiting for it (CUDA sync debug mode turns a synchronisation into an error).
+    The value checks (CHECK_VALUES, on by default) read their flags back once per step: off here."""
     cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.CRITERION", "ot", "DATASETS.TRAIN",
-                   ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256)
+                   ("t2d_train_panoptic",), "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256,
+                   "MODEL.MASK_FORMER.CHECK_VALUES", False)
     cfg.MODEL.DEVICE = "cuda"
     model = build_model(cfg).train()
     batch = [dict(x, image=x["image"].cuda(), instances=x["instances"].to("cuda"))

@@ -356,3 +356,45 @@ def test_hungarian_matches_explicit_oneformer3d_reference(fix_dice, fix_mean, it
     assert abs(float(got) - expect) <= 1e-5 * max(1.0, abs(expect)), (float(got), expect)
     got.backward()
     assert pred["scores"][0].grad is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input (issue #12): the core's checks, through the 3D wrappers
+# ---------------------------------------------------------------------------------------------
+def _criteria():
+    return {"ot": InfluencerCriterion(num_classes=C, variant="ot"),
+            "reference": InfluencerCriterion(num_classes=C, variant="reference"), "hungarian": hungarian()}
+
+
+@pytest.mark.parametrize("name", ["ot", "reference", "hungarian"])
+@pytest.mark.parametrize("bad", [C, 255, -1])
+def test_3d_labels_out_of_range_raise(name, bad):
+    insts = make_insts((3, 2), (30, 25))
+    insts[1].labels_3d = torch.tensor([0, bad])
+    with pytest.raises(ValueError, match=rf"target 1 has labels \[{bad}\] outside \[0, {C - 1}\]"):
+        _criteria()[name](make_pred((6, 6), (30, 25), insts), insts)
+
+
+@pytest.mark.parametrize("name", ["ot", "reference", "hungarian"])
+def test_3d_non_finite_masks_and_bad_mask_values_raise(name):
+    insts = make_insts((3, 2), (30, 25))
+    pred = make_pred((6, 6), (30, 25), insts)
+    pred["aux_outputs"][1]["masks"][0] = pred["aux_outputs"][1]["masks"][0].detach().clone()
+    pred["aux_outputs"][1]["masks"][0][2, 5] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"aux_outputs\[1\]\['pred_masks'\] of image 0 holds NaN/inf"):
+        _criteria()[name](pred, insts)
+    insts[0].sp_masks = insts[0].sp_masks.to(torch.uint8) * 255
+    with pytest.raises(ValueError, match="target 0 masks hold values other than 0 and 1"):
+        _criteria()[name](make_pred((6, 6), (30, 25), make_insts((3, 2), (30, 25))), insts)
+
+
+@pytest.mark.parametrize("kw, option", [(dict(variant="ot", sinkhorn_iters=0), "sinkhorn_iters"),
+                                        (dict(variant="ot", epsilon=-0.1), "epsilon"),
+                                        (dict(variant="reference", temperature=0), "temperature"),
+                                        (dict(non_object_weight=-1), "no_object_weight")])
+def test_3d_arguments_checked_at_construction(kw, option):
+    with pytest.raises(ValueError, match=f"{option} must"):
+        InfluencerCriterion(num_classes=C, **kw)
+    if option == "no_object_weight":
+        with pytest.raises(ValueError, match=f"{option} must"):
+            hungarian(non_object_weight=-1)

@@ -85,8 +85,12 @@ def test_criterion_under_autocast(name, dtype):
 @cuda
 @pytest.mark.parametrize("name", ["reference", "ot"])
 @pytest.mark.parametrize("mode", ["points", "image"])
-def test_matching_free_criteria_never_sync_with_the_host(name, mode):
-    """No device-to-host synchronisation in forward or backward (CUDA sync debug mode)."""
+@pytest.mark.parametrize("check_values", [False, True])
+def test_matching_free_criteria_never_sync_with_the_host(name, mode, check_values):
+    """No device-to-host synchronisation in forward or backward (CUDA sync debug mode), except
+    the one read-back of the value checks (``check_values``) at the end of forward."""
+    import warnings
+
     dev = "cuda"
     shape = (2, 40, 500) if mode == "points" else (2, 40, 64, 64)
     layers = [{"pred_logits": torch.randn(2, 40, 6, device=dev, requires_grad=True),
@@ -95,13 +99,17 @@ def test_matching_free_criteria_never_sync_with_the_host(name, mode):
     tshape = (500,) if mode == "points" else (128, 128)
     targets = [{"labels": torch.randint(0, 5, (k,), device=dev),
                 "masks": torch.rand(k, *tshape, device=dev) > 0.7} for k in (4, 0)]
-    crit = build_criterion(name, num_classes=5, num_points=1000).cuda()
+    crit = build_criterion(name, num_classes=5, num_points=1000, check_values=check_values).cuda()
     crit(out, targets)  # warm-up (lazy CUDA initialisation may sync)
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
+    torch.cuda.set_sync_debug_mode("warn")
     try:
-        total = crit.total_loss(crit(out, targets))
-        total.backward()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            total = crit.total_loss(crit(out, targets))
+            total.backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == int(check_values), [str(w.message) for w in syncs]
     assert torch.isfinite(total)

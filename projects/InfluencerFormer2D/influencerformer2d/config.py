@@ -28,6 +28,7 @@ CRITERION_OPTION_KEYS = {
     "dice_weight": "DICE_WEIGHT",
     "oversample_ratio": "OVERSAMPLE_RATIO",
     "importance_sample_ratio": "IMPORTANCE_SAMPLE_RATIO",
+    "check_values": "CHECK_VALUES",
     # reference
     "influencer_weight": "INFLUENCER.WEIGHT",
     "attr_weight": "INFLUENCER.ATTR_WEIGHT",
@@ -115,6 +116,9 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112
     cfg.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0  # k in PointRend
     cfg.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75  # beta in PointRend
+    # Labels in range, binary target masks and finite losses, read back once per step (one host
+    # sync); False skips them for data known to be good.
+    cfg.MODEL.MASK_FORMER.CHECK_VALUES = True
 
     # ---- pixel decoder -----------------------------------------------------------------------
     cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 256
