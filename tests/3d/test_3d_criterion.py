@@ -391,7 +391,8 @@ def test_3d_non_finite_masks_and_bad_mask_values_raise(name):
 @pytest.mark.parametrize("kw, option", [(dict(variant="ot", sinkhorn_iters=0), "sinkhorn_iters"),
                                         (dict(variant="ot", epsilon=-0.1), "epsilon"),
                                         (dict(variant="reference", temperature=0), "temperature"),
-                                        (dict(non_object_weight=-1), "no_object_weight")])
+                                        (dict(non_object_weight=-1), "no_object_weight"),
+                                        (dict(loss_weight=[0.5, -1.0]), r"loss_weight\[1\]")])
 def test_3d_arguments_checked_at_construction(kw, option):
     with pytest.raises(ValueError, match=f"{option} must"):
         InfluencerCriterion(num_classes=C, **kw)

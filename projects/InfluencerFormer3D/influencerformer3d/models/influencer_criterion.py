@@ -14,6 +14,7 @@ from typing import Dict, Sequence
 from torch import Tensor
 
 from influencer_core import OTInfluencerCriterion, ReferenceInfluencerCriterion, criterion_options
+from influencer_core.validation import check_number
 
 from ..registry import register_model
 from .criterion_inputs import CoreCriterionAdapter
@@ -75,6 +76,8 @@ class InfluencerCriterion(CoreCriterionAdapter):
         loss_weight = list(loss_weight)
         if len(loss_weight) not in (2, 3):
             raise ValueError(f"loss_weight must be [cls, mask_scale] (optionally + score), got {loss_weight}")
+        for i, w in enumerate(loss_weight):
+            check_number("InfluencerCriterion", f"loss_weight[{i}]", w, low=0)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         mine, other = _options(variant), set().union(*(_options(v) for v in VARIANTS if v != variant))
