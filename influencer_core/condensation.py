@@ -6,7 +6,9 @@ beta.  Terms (each a per-image mean, then a mean over images):
 
 * attractive = mean_k mean_{i in k} ||x_i - x_{infl(k)}||^2
 * repulsive  = mean_{k != l} relu(margin - ||x_{infl(k)} - x_{infl(l)}||_2)
-* beta       = mean_k BCE(beta_{infl(k)}, 1) + mean_{i in background} BCE(beta_i, 0)
+* beta       = mean_i BCE(beta_i, [i in an instance]) over every point (``beta_target="points"``,
+  the reference form), or mean_k BCE(beta_{infl(k)}, 1) + mean_{i in background} BCE(beta_i, 0)
+  (``"influencers"``: only each influencer is pushed to 1)
 
 The influencer choice (an argmax) carries no gradient; embeddings get it
 through the distances, betas through the BCE.
@@ -21,7 +23,11 @@ from torch import Tensor, nn
 
 from .validation import check_flag, check_number
 
-__all__ = ["InfluencerLoss"]
+__all__ = ["InfluencerLoss", "BETA_TARGETS"]
+
+#: what the beta term pushes to 1: every instance point (the reference form, default) or only
+#: each instance's influencer
+BETA_TARGETS = ("points", "influencers")
 
 
 class InfluencerLoss(nn.Module):
@@ -47,9 +53,13 @@ class InfluencerLoss(nn.Module):
         rep_margin: float = 1.0,
         ignore_index: Optional[int] = None,
         check_values: bool = True,
+        beta_target: str = "points",
     ):
         super().__init__()
         owner = type(self).__name__
+        if beta_target not in BETA_TARGETS:
+            raise ValueError(f"{owner}: beta_target must be one of {BETA_TARGETS}, got {beta_target!r}")
+        self.beta_target = beta_target
         for name, value in (("attr_weight", attr_weight), ("rep_weight", rep_weight), ("beta_weight", beta_weight),
                             ("rep_margin", rep_margin)):
             check_number(owner, name, value, low=0)
@@ -136,14 +146,18 @@ class InfluencerLoss(nn.Module):
         pair = (present.unsqueeze(2) & present.unsqueeze(1) & off).float()
         repulsive = (torch.relu(self.rep_margin - dist) * pair).sum((1, 2)) / pair.sum((1, 2)).clamp(min=1)
 
-        # beta: influencers -> 1, background points -> 0
-        beta_inf = beta.view(-1)[infl_safe.view(-1)].view(b, k)
-        pos = F.binary_cross_entropy_with_logits(beta_inf, torch.ones_like(beta_inf), reduction="none")
-        pos = (pos * presf).sum(1) / n_inst.clamp(min=1)
         bgf = background.float()
-        neg = F.binary_cross_entropy_with_logits(beta, torch.zeros_like(beta), reduction="none")
-        neg = (neg * bgf).sum(1) / bgf.sum(1).clamp(min=1)
-        beta_term = pos + neg
+        if self.beta_target == "points":  # every labelled point: instance -> 1, background -> 0
+            counted = (fg.float() + bgf)
+            bce = F.binary_cross_entropy_with_logits(beta, fg.float(), reduction="none")
+            beta_term = (bce * counted).sum(1) / counted.sum(1).clamp(min=1)
+        else:  # influencers -> 1, background points -> 0
+            beta_inf = beta.view(-1)[infl_safe.view(-1)].view(b, k)
+            pos = F.binary_cross_entropy_with_logits(beta_inf, torch.ones_like(beta_inf), reduction="none")
+            pos = (pos * presf).sum(1) / n_inst.clamp(min=1)
+            neg = F.binary_cross_entropy_with_logits(beta, torch.zeros_like(beta), reduction="none")
+            neg = (neg * bgf).sum(1) / bgf.sum(1).clamp(min=1)
+            beta_term = pos + neg
 
         per_image = self.attr_weight * attractive + self.rep_weight * repulsive + self.beta_weight * beta_term
         if bad is not None and bool(bad):

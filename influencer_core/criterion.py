@@ -599,7 +599,8 @@ class ReferenceInfluencerCriterion(SharedPointCriterion):
                  no_object_weight: float = 0.1, num_points: int = 12544, deep_supervision: bool = True,
                  attr_weight: float = 1.0, rep_weight: float = 1.0, bg_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: float = 1.0, eps: float = 1e-6,
-                 score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5, check_values: bool = True):
+                 score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5, rep_space: str = "profile",
+                 check_values: bool = True):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
         self.check_weights(influencer_weight=influencer_weight, score_weight=score_weight)
         check_number(type(self).__name__, "score_iou_thr", score_iou_thr, low=0, high=1, high_open=True,
@@ -607,7 +608,8 @@ class ReferenceInfluencerCriterion(SharedPointCriterion):
         self.influencer_weight = influencer_weight
         self.score_weight = score_weight
         self.score_iou_thr = score_iou_thr
-        self.mask_loss = MaskInfluencerLoss(attr_weight, rep_weight, bg_weight, rep_margin, temperature, eps)
+        self.mask_loss = MaskInfluencerLoss(attr_weight, rep_weight, bg_weight, rep_margin, temperature, eps,
+                                            rep_space)
 
     def layer_losses(self, layer, targets, state, index):
         logits = self.class_logits(layer)

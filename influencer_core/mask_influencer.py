@@ -1,14 +1,16 @@
 """Mask-matrix Influencer Loss (the reference formulation).
 
 Queries produce mask logits over points (pixels or superpoints).  For every
-ground-truth instance ``k`` and query ``q`` the *profile*
+ground-truth instance ``k`` and query ``q`` the *log-profile*
 
     S[k, q] = mean_{i in instance k} log(sigmoid(x[q, i]) + eps)
 
-is the log geometric mean of the query's probabilities over the instance.
+is the log of the geometric mean exp(S) (the *profile*, in [0, 1]) of the query's
+probabilities over the instance.
 
 * attractive  = mean_k  -T * logsumexp_q(S[k, q] / T)
-* repulsive   = mean_{k != l} relu(margin - ||S[k] - S[l]||_2)
+* repulsive   = mean_{k != l} relu(margin - ||exp(S[k]) - exp(S[l])||_2)
+  (``rep_space="log_profile"``: between S[k] and S[l] instead)
 * background  = mean_{q, i in background} sigmoid(x[q, i])
 * loss        = attr_weight * attractive + rep_weight * repulsive + bg_weight * background
 
@@ -29,7 +31,11 @@ from torch import Tensor, nn
 from .targets import MaskBatch, pack_masks
 from .validation import check_number, mask_value_flag
 
-__all__ = ["MaskInfluencerLoss", "log_profiles", "influencer_terms"]
+__all__ = ["MaskInfluencerLoss", "log_profiles", "influencer_terms", "REP_SPACES"]
+
+#: where the repulsion measures distances: between the instance profiles exp(S) in [0, 1]
+#: (the reference documents' form, default) or between the log-profiles S
+REP_SPACES = ("profile", "log_profile")
 
 
 def _full_precision(fn):
@@ -135,12 +141,15 @@ def influencer_terms(
     temperature: float,
     margin: float,
     query_valid: Optional[Tensor] = None,
+    rep_space: str = "profile",
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Per-image attractive, repulsive and background terms, each [B].
 
-    prof: [B, K, Q] profiles; bg_mean: [B, Q]; valid: [B, K] bool (real instances);
+    prof: [B, K, Q] log-profiles S; bg_mean: [B, Q]; valid: [B, K] bool (real instances);
     has_bg: [B] bool (image has background points); query_valid: [B, Q] bool or None (images
-    with fewer real queries than Q: padding queries take no part in any term).
+    with fewer real queries than Q: padding queries take no part in any term); rep_space:
+    ``"profile"`` - repulsion between the profiles exp(S) in [0, 1] (the reference form),
+    ``"log_profile"`` - between the log-profiles S (unbounded; an earlier reading).
     """
     validf = valid.to(prof.dtype)
     n_inst = validf.sum(1)
@@ -153,7 +162,9 @@ def influencer_terms(
         attr_k = -temperature * torch.logsumexp(prof / temperature, dim=2)  # [B, K]
     attractive = (attr_k * validf).sum(1) / n_inst.clamp(min=1)
 
-    diff = prof.unsqueeze(2) - prof.unsqueeze(1)  # [B, K, K, Q]
+    # padding queries were zeroed above: exp(0) = 1 on both sides, so they add nothing either way
+    rep_prof = prof.exp() if rep_space == "profile" else prof
+    diff = rep_prof.unsqueeze(2) - rep_prof.unsqueeze(1)  # [B, K, K, Q]
     dist = diff.pow(2).sum(-1).clamp(min=1e-12).sqrt()
     k = prof.shape[1]
     off_diag = ~torch.eye(k, dtype=torch.bool, device=prof.device)
@@ -190,9 +201,13 @@ class MaskInfluencerLoss(nn.Module):
         rep_margin: float = 1.0,
         temperature: float = 1.0,
         eps: float = 1e-6,
+        rep_space: str = "profile",
     ):
         super().__init__()
         owner = type(self).__name__
+        if rep_space not in REP_SPACES:
+            raise ValueError(f"{owner}: rep_space must be one of {REP_SPACES}, got {rep_space!r}")
+        self.rep_space = rep_space
         for name, value in (("attr_weight", attr_weight), ("rep_weight", rep_weight), ("bg_weight", bg_weight),
                             ("rep_margin", rep_margin)):
             check_number(owner, name, value, low=0)
@@ -208,7 +223,8 @@ class MaskInfluencerLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"attr_weight={self.attr_weight}, rep_weight={self.rep_weight}, bg_weight={self.bg_weight}, "
-            f"rep_margin={self.rep_margin}, temperature={self.temperature}, eps={self.eps}"
+            f"rep_margin={self.rep_margin}, temperature={self.temperature}, eps={self.eps}, "
+            f"rep_space={self.rep_space!r}"
         )
 
     def profiles(self, logits: Tensor, targets: MaskBatch) -> Tuple[Tensor, Tensor]:
@@ -246,7 +262,7 @@ class MaskInfluencerLoss(nn.Module):
             )
         prof, bg = self.profiles(logits, targets)
         attr, rep, bgt = influencer_terms(
-            prof, bg, targets.valid, targets.has_bg, self.temperature, self.rep_margin, query_valid
+            prof, bg, targets.valid, targets.has_bg, self.temperature, self.rep_margin, query_valid, self.rep_space
         )
         per_image = self.attr_weight * attr + self.rep_weight * rep + self.bg_weight * bgt
         out = {

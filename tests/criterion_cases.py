@@ -14,15 +14,17 @@ C3 = 4
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "criterion_outputs.pt")
 CONFIGS_2D = {
     "hungarian": [dict()],
-    "reference": [dict(), dict(bg_weight=0.1)],
+    # 0 and 1 recorded before the reference form of the repulsion became the default
+    "reference": [dict(rep_space="log_profile"), dict(bg_weight=0.1, rep_space="log_profile"), dict()],
     "ot": [dict(), dict(exclusion_weight=2.0, importance_sample_ratio=0.75, epsilon=0.01),
            dict(class_target="mass", aux_capacity=2.0, sinkhorn_iters=10)],
 }
 CONFIGS_3D = [dict(variant="ot", exclusion_weight=0.5, epsilon=0.1),
               dict(variant="ot", iter_matcher=False, class_target="mass", aux_capacity=2.0, score_iou_thr=None,
                    exclusion_weight=0.0, epsilon=0.05),
-              dict(variant="reference", bg_weight=0.1),
-              dict(variant="reference", score_iou_thr=None, bg_weight=1.0)]
+              dict(variant="reference", bg_weight=0.1, rep_space="log_profile"),
+              dict(variant="reference", score_iou_thr=None, bg_weight=1.0, rep_space="log_profile"),
+              dict(variant="reference", bg_weight=0.1)]
 SHAPES_3D = {"equal": ((12, 12), (30, 30), (3, 2)), "ragged": ((12, 9), (30, 25), (3, 2)),
              "empty": ((12, 12), (30, 30), (3, 0))}
 MATCHER = dict(type="HungarianMatcher", costs=[dict(type="QueryClassificationCost", weight=0.5),
@@ -152,6 +154,9 @@ def scene_cases():
 
 
 if __name__ == "__main__":
+    import sys
+
     torch.set_num_threads(1)
-    torch.save({**core_cases(), **scene_cases()}, FIXTURE)
-    print("wrote", FIXTURE)
+    path = sys.argv[1] if len(sys.argv) > 1 else FIXTURE
+    torch.save({**core_cases(), **scene_cases()}, path)
+    print("wrote", path)

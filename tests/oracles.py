@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 
 def loop_mask_influencer(logits, masks, attr_weight=1.0, rep_weight=1.0, bg_weight=1.0,
-                         rep_margin=1.0, temperature=1.0, eps=1e-6):
+                         rep_margin=1.0, temperature=1.0, eps=1e-6, rep_space="profile"):
     """Reference loss of one image: logits [Q, P], masks [K, P] -> dict of scalars."""
     logits = logits.double()
     q = logits.shape[0]
@@ -27,7 +27,10 @@ def loop_mask_influencer(logits, masks, attr_weight=1.0, rep_weight=1.0, bg_weig
     for a in range(len(profiles)):
         for b in range(len(profiles)):
             if a != b:
-                d = torch.sqrt(((profiles[a] - profiles[b]) ** 2).sum().clamp(min=1e-12))
+                # the profiles are the geometric means exp(S); "log_profile": the S themselves
+                pa, pb = (profiles[a], profiles[b]) if rep_space == "log_profile" else \
+                    (profiles[a].exp(), profiles[b].exp())
+                d = torch.sqrt(((pa - pb) ** 2).sum().clamp(min=1e-12))
                 rep = rep + torch.relu(rep_margin - d)
                 n_pairs += 1
     if n_pairs:
@@ -38,7 +41,8 @@ def loop_mask_influencer(logits, masks, attr_weight=1.0, rep_weight=1.0, bg_weig
     return {"loss": loss, "attractive": attr, "repulsive": rep, "background": bg}
 
 
-def loop_condensation(emb, beta, ids, attr_weight=1.0, rep_weight=1.0, beta_weight=1.0, rep_margin=1.0):
+def loop_condensation(emb, beta, ids, attr_weight=1.0, rep_weight=1.0, beta_weight=1.0, rep_margin=1.0,
+                      beta_target="points"):
     """Condensation loss of one image: emb [N, D], beta [N] logits, ids [N] (-1 background)."""
     emb = emb.double()
     beta = beta.double()
@@ -68,8 +72,12 @@ def loop_condensation(emb, beta, ids, attr_weight=1.0, rep_weight=1.0, beta_weig
         pos = pos / len(infl)
     bg = (ids == -1)
     neg = F.softplus(beta[bg]).mean() if bg.any() else torch.zeros((), dtype=torch.double)
-    loss = attr_weight * attr + rep_weight * rep + beta_weight * (pos + neg)
-    return {"loss": loss, "attractive": attr, "repulsive": rep, "beta": pos + neg}
+    beta_term = pos + neg
+    if beta_target == "points":  # one BCE per labelled point: instance -> 1, background -> 0
+        terms = [F.softplus(-beta[i]) if ids[i] >= 0 else F.softplus(beta[i]) for i in range(len(ids))]
+        beta_term = torch.stack(terms).mean() if terms else torch.zeros((), dtype=torch.double)
+    loss = attr_weight * attr + rep_weight * rep + beta_weight * beta_term
+    return {"loss": loss, "attractive": attr, "repulsive": rep, "beta": beta_term}
 
 
 def pair_costs(class_logits, mask_logits, labels, masks, w_class, w_mask, w_dice):

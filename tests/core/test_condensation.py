@@ -17,21 +17,35 @@ def sample(n=50, d=3, k=4, gen=None):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_equals_loop_oracle(seed):
+@pytest.mark.parametrize("beta_target", ["points", "influencers"])
+def test_equals_loop_oracle(seed, beta_target):
     g = torch.Generator().manual_seed(seed)
     emb, beta, ids = sample(k=int(torch.randint(0, 6, (1,), generator=g)), gen=g)
-    got = InfluencerLoss(**PARAMS)(emb, beta, ids)
-    ref = loop_condensation(emb, beta, ids, **PARAMS)
+    got = InfluencerLoss(**PARAMS, beta_target=beta_target)(emb, beta, ids)
+    ref = loop_condensation(emb, beta, ids, **PARAMS, beta_target=beta_target)
     for key in KEYS:
         assert torch.allclose(got[key].double(), ref[key], atol=1e-5), key
 
 
-def test_gradients_equal_oracle():
+def test_default_beta_term_pushes_every_instance_point_up():
+    """The reference form: an instance point with a low beta costs, not only the influencer."""
+    emb = torch.zeros(4, 2)
+    ids = torch.tensor([0, 0, -1, -1])
+    beta = torch.tensor([10.0, -10.0, -10.0, -10.0])  # the influencer is sure, its other point is not
+    points = InfluencerLoss()(emb, beta, ids)["beta"]
+    influencers = InfluencerLoss(beta_target="influencers")(emb, beta, ids)["beta"]
+    assert points == pytest.approx(10.0 / 4, abs=1e-3) and influencers == pytest.approx(0.0, abs=1e-3)
+    with pytest.raises(ValueError, match="beta_target"):
+        InfluencerLoss(beta_target="all")
+
+
+@pytest.mark.parametrize("beta_target", ["points", "influencers"])
+def test_gradients_equal_oracle(beta_target):
     emb, beta, ids = sample()
     e1, b1 = emb.clone().requires_grad_(), beta.clone().requires_grad_()
-    InfluencerLoss(**PARAMS)(e1, b1, ids)["loss"].backward()
+    InfluencerLoss(**PARAMS, beta_target=beta_target)(e1, b1, ids)["loss"].backward()
     e2, b2 = emb.double().requires_grad_(), beta.double().requires_grad_()
-    loop_condensation(e2, b2, ids, **PARAMS)["loss"].backward()
+    loop_condensation(e2, b2, ids, **PARAMS, beta_target=beta_target)["loss"].backward()
     assert torch.allclose(e1.grad.double(), e2.grad, atol=1e-6)
     assert torch.allclose(b1.grad.double(), b2.grad, atol=1e-6)
 

@@ -21,25 +21,44 @@ def random_masks(k, p, density=0.2, overlap=False, gen=None):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("overlap", [False, True])
-def test_equals_loop_oracle(seed, overlap):
+@pytest.mark.parametrize("rep_space", ["profile", "log_profile"])
+def test_equals_loop_oracle(seed, overlap, rep_space):
     g = torch.Generator().manual_seed(seed)
     q, p, k = 7, 60, int(torch.randint(0, 6, (1,), generator=g))
     x = torch.randn(q, p, generator=g) * 4
     m = random_masks(k, p, overlap=overlap, gen=g)
-    got = MaskInfluencerLoss(**PARAMS)(x, m)
-    ref = loop_mask_influencer(x, m, **PARAMS)
+    got = MaskInfluencerLoss(**PARAMS, rep_space=rep_space)(x, m)
+    ref = loop_mask_influencer(x, m, **PARAMS, rep_space=rep_space)
     for key in KEYS:
         assert torch.allclose(got[key].double(), ref[key], atol=1e-5, rtol=1e-5), key
 
 
+def test_default_repulsion_is_between_profiles_in_unit_range():
+    """Two instances whose best queries differ: the profiles exp(S) are about one apart per
+    coordinate that differs, the log-profiles by log(eps); with a margin of 2 only the profile
+    form still repels."""
+    x = torch.full((2, 20), -20.0)
+    x[0, :10] = 20.0
+    x[1, 10:] = 20.0
+    m = torch.zeros(2, 20)
+    m[0, :10] = 1
+    m[1, 10:] = 1
+    prof = MaskInfluencerLoss(rep_margin=2.0)(x, m)["repulsive"]
+    logp = MaskInfluencerLoss(rep_margin=2.0, rep_space="log_profile")(x, m)["repulsive"]
+    assert prof == pytest.approx(2.0 - 2 ** 0.5, abs=1e-4) and logp == 0
+    with pytest.raises(ValueError, match="rep_space"):
+        MaskInfluencerLoss(rep_space="logits")
+
+
 @pytest.mark.parametrize("seed", range(3))
-def test_gradient_equals_autograd_of_oracle(seed):
+@pytest.mark.parametrize("rep_space", ["profile", "log_profile"])
+def test_gradient_equals_autograd_of_oracle(seed, rep_space):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(6, 40, generator=g) * 3).requires_grad_()
     m = random_masks(4, 40, gen=g)
-    MaskInfluencerLoss(**PARAMS)(x, m)["loss"].backward()
+    MaskInfluencerLoss(**PARAMS, rep_space=rep_space)(x, m)["loss"].backward()
     x2 = x.detach().double().requires_grad_()
-    loop_mask_influencer(x2, m, **PARAMS)["loss"].backward()
+    loop_mask_influencer(x2, m, **PARAMS, rep_space=rep_space)["loss"].backward()
     assert torch.allclose(x.grad.double(), x2.grad, atol=1e-6, rtol=1e-4)
 
 
@@ -146,10 +165,12 @@ def _configs(q=100, k=3, p=300, hi=20.0):
     return masks, correct, dup, union
 
 
-def test_reference_degenerate_minima_are_documented_behaviour():
-    """The reference loss prefers duplicates and union queries to the right answer."""
+@pytest.mark.parametrize("rep_space", ["profile", "log_profile"])
+def test_reference_degenerate_minima_are_documented_behaviour(rep_space):
+    """The reference loss prefers duplicates and union queries to the right answer (in both
+    repulsion spaces: the instance profiles of all three differ by more than the margin)."""
     masks, correct, dup, union = _configs()
-    loss = MaskInfluencerLoss(temperature=1.0)
+    loss = MaskInfluencerLoss(temperature=1.0, rep_space=rep_space)
     lc, ld, lu = (loss(x, masks)["loss"].item() for x in (correct, dup, union))
     assert ld < lc and lu < lc
     assert ld == pytest.approx(-torch.log(torch.tensor(10.0)).item(), abs=0.05)

@@ -37,6 +37,7 @@ CRITERION_OPTION_KEYS = {
     "rep_margin": "INFLUENCER.REP_MARGIN",
     "temperature": "INFLUENCER.TEMPERATURE",
     "eps": "INFLUENCER.PROFILE_EPS",
+    "rep_space": "INFLUENCER.REP_SPACE",
     # ot
     "epsilon": "INFLUENCER.EPSILON",
     "sinkhorn_iters": "INFLUENCER.SINKHORN_ITERS",
@@ -163,6 +164,9 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.WEIGHT = 5.0
     # log(p + PROFILE_EPS) in the profiles keeps them finite
     cfg.MODEL.MASK_FORMER.INFLUENCER.PROFILE_EPS = 1e-6
+    # repulsion between the profiles exp(S) in [0, 1] ("profile", the reference form) or between
+    # the log-profiles S ("log_profile", the form of releases up to 0.1)
+    cfg.MODEL.MASK_FORMER.INFLUENCER.REP_SPACE = "profile"
     # Transport variant: entropic regularisation, Sinkhorn iterations and the weight of the
     # exclusion term (an extra "no object" push on queries whose mask copies an instance the
     # plan gives to another query; 2.0 = the class weight, 0 disables it); class/mask/dice
