@@ -424,6 +424,10 @@ class SetCriterion(nn.Module):
         return losses
 
 
+#: plan weights below this share of a mask's loss are left out of the mask terms (see losses_from_plan)
+PLAN_FLOOR = 1e-6
+
+
 def _check_sampling(owner: str, oversample_ratio: float, importance_sample_ratio: float) -> None:
     check_number(owner, "oversample_ratio", oversample_ratio, low=1,
                  hint="candidate points per loss point for importance sampling")
@@ -904,8 +908,12 @@ class OTInfluencerCriterion(SharedPointCriterion):
         overlap = to_none.new_zeros(to_none.shape)  # [B, Q]
         if k:
             overlap = (torch.relu((1 - costs["dice"].detach()) - t) / (1 - t) * validf).amax(-1)
-        # an instance shared by several queries (aux_capacity > 1) still weighs one mask
+        # an instance shared by several queries (aux_capacity > 1) still weighs one mask; plan
+        # entries below PLAN_FLOOR (a share of one mask's loss) are dropped from the mask terms,
+        # so queries that own no instance get an exactly zero mask gradient, which the CPU
+        # backward of pair_stats then skips (a 1e-6 change of those terms at most)
         per_inst = to_inst / to_inst.sum(1, keepdim=True).clamp(min=1)
+        per_inst = per_inst.masked_fill(per_inst < PLAN_FLOOR, 0.0)
         return {
             "loss_ce": ce_num / ce_den.clamp(min=1e-6),
             "loss_mask": (per_inst * costs["bce"]).sum() / num_masks,

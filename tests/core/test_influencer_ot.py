@@ -249,6 +249,57 @@ def test_pair_stats_match_autograd():
     assert torch.allclose(g1.double(), x2.grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("zero_rows", [(), (1, 3), (0, 1, 2, 3, 4, 5, 6)])
+def test_pair_stats_backward_skipping_zero_rows_equals_dense(monkeypatch, zero_rows):
+    """CPU backward computes only queries with a non-zero upstream gradient: same gradient
+    as the dense computation (exact zeros on the skipped rows), float64 gradcheck too."""
+    import influencer_core.masks as masks
+
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(2, 7, 300, generator=g) * 3).requires_grad_()
+    t = (torch.rand(2, 4, 300, generator=g) > 0.7).float()
+    pv = torch.ones(2, 300)
+    w = [torch.randn(s, generator=g) for s in ((2, 7, 4), (2, 7), (2, 7, 4), (2, 7))]
+    for ww in w:
+        ww[1, list(zero_rows)] = 0  # image 1: those queries take no gradient
+    grads = {}
+    for skip in (False, True):
+        monkeypatch.setattr(masks, "SKIP_ZERO_ROWS", skip)
+        x.grad = None
+        sum(o.mul(ww).sum() for o, ww in zip(pair_stats(x, t, pv), w)).backward()
+        grads[skip] = x.grad.clone()
+    assert torch.allclose(grads[True], grads[False], rtol=1e-6, atol=1e-7)
+    assert (grads[True][1, list(zero_rows)] == 0).all()
+    xd = x.detach().double()[:, :, :40].requires_grad_()  # the op itself: pair_stats casts to float32
+    wd = [ww.double() for ww in w]
+    fn = lambda z: sum(o.mul(ww).sum() for o, ww in zip(
+        masks._PairStats.apply(z, t[..., :40].double(), pv[:, :40].double()), wd))
+    assert torch.autograd.gradcheck(fn, (xd,))
+
+
+def test_plan_floor_changes_the_transport_loss_by_less_than_1e5():
+    """Plan entries below PLAN_FLOOR leave the mask terms (so non-owning queries get exactly
+    zero mask gradient): losses and gradients within 1e-5 of the exact plan's."""
+    import influencer_core.criterion as core
+
+    tgt, x, cls, _ = scene(3)
+    crit = build_criterion("ot", num_classes=C, epsilon=0.1)
+    res = {}
+    for floor in (0.0, core.PLAN_FLOOR):
+        core_floor, core.PLAN_FLOOR = core.PLAN_FLOOR, floor
+        try:
+            xx = x.detach().clone().requires_grad_()
+            losses = crit(as_outputs(xx, cls), [tgt])
+            crit.total_loss(losses).backward()
+        finally:
+            core.PLAN_FLOOR = core_floor
+        res[floor] = (losses, xx.grad)
+    (exact, g0), (floored, g1) = res[0.0], res[core.PLAN_FLOOR]
+    for k in exact:
+        assert torch.allclose(exact[k], floored[k], rtol=1e-5, atol=1e-7), k
+    assert torch.allclose(g0, g1, rtol=1e-5, atol=1e-5 * float(g0.abs().max()))
+
+
 def test_importance_points_gather_on_owned_boundaries():
     torch.manual_seed(0)
     crit = build_criterion("ot", num_classes=C, num_points=400, oversample_ratio=3.0,
