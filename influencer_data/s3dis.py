@@ -70,15 +70,18 @@ DOWNLOAD_FORM = ('https://docs.google.com/forms/d/e/1FAIpQLScDimvNMCGhy_rmBA2gH'
 # Writing the processed layout (shared with prepare_synthetic_3d.py)
 # ----------------------------------------------------------------------------
 def instance_boxes(points: np.ndarray, instance_mask: np.ndarray,
-                   semantic_mask: np.ndarray) -> List[dict]:
+                   semantic_mask: np.ndarray,
+                   cat_ids: Sequence[int] = S3DIS_DET_CAT_IDS) -> List[dict]:
     """Axis-aligned boxes of the furniture instances, as mmdet3d's converter
     stores them in ``instances``: ``bbox_3d`` = [cx, cy, cz, dx, dy, dz]
     (python floats) and ``bbox_label_3d`` = index into S3DIS_DET_CLASSES,
-    visited in increasing instance id (ids start at 1)."""
+    visited in increasing instance id (ids start at 1).  ``cat_ids``: the
+    semantic ids that get boxes, labelled by their position in it (own data:
+    every class)."""
     out = []
     if instance_mask.size == 0:
         return out
-    cat2label = {c: i for i, c in enumerate(S3DIS_DET_CAT_IDS)}
+    cat2label = {c: i for i, c in enumerate(cat_ids)}
     xyz = points[:, :3]
     for inst in range(1, int(instance_mask.max()) + 1):
         sel = instance_mask == inst
@@ -100,15 +103,16 @@ def instance_boxes(points: np.ndarray, instance_mask: np.ndarray,
 
 def info_entry(sample_idx: int, name: str, points: np.ndarray,
                instance_mask: np.ndarray, semantic_mask: np.ndarray,
-               with_superpoints: bool = False) -> dict:
+               with_superpoints: bool = False,
+               cat_ids: Sequence[int] = S3DIS_DET_CAT_IDS) -> dict:
     """One ``data_list`` entry with the keys mmdet3d 1.4's
     ``update_infos_to_v2.py`` keeps for S3DIS (file names are relative to the
-    ``data_prefix`` folders)."""
+    ``data_prefix`` folders); boxes for the classes ``cat_ids``."""
     fname = f'{name}.bin'
     entry = dict(
         sample_idx=sample_idx,
         lidar_points=dict(num_pts_feats=NUM_POINT_FEATS, lidar_path=fname),
-        instances=instance_boxes(points, instance_mask, semantic_mask),
+        instances=instance_boxes(points, instance_mask, semantic_mask, cat_ids),
         pts_semantic_mask_path=fname,
         pts_instance_mask_path=fname)
     if with_superpoints:

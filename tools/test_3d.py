@@ -34,6 +34,7 @@ from influencerformer3d.runner import (
     load_config,
     make_runner,
 )
+from influencerformer3d.visualization import instance_ids, instance_palette, write_ply
 
 
 def parse_args(argv=None):
@@ -141,44 +142,6 @@ def _to_numpy(x):
     return np.asarray(x)
 
 
-def _palette(n):
-    rng = np.random.default_rng(0)
-    return rng.integers(40, 256, size=(max(n, 1), 3), dtype=np.uint8)
-
-
-def write_ply(path, xyz, rgb):
-    """Binary little-endian PLY with float xyz and uchar rgb: xyz [N, 3], rgb [N, 3] uint8."""
-    n = len(xyz)
-    vert = np.empty(n, dtype=[('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
-                              ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
-    vert['x'], vert['y'], vert['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    vert['red'], vert['green'], vert['blue'] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    header = ('ply\nformat binary_little_endian 1.0\n'
-              f'element vertex {n}\n'
-              'property float x\nproperty float y\nproperty float z\n'
-              'property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n')
-    with open(path, 'wb') as f:
-        f.write(header.encode('ascii'))
-        f.write(vert.tobytes())
-
-
-def instance_ids(masks, scores, score_thr):
-    """Per-point id of the highest-scoring instance covering it (-1: none).
-
-    masks [n, N] bool, scores [n] -> ids [N] int64 (index into the original instance order)."""
-    masks = np.asarray(masks, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if masks.ndim != 2 or masks.shape[0] == 0:
-        return np.full(masks.shape[-1] if masks.ndim else 0, -1, dtype=np.int64)
-    keep = np.flatnonzero(scores > score_thr)
-    order = keep[np.argsort(-scores[keep], kind='stable')]
-    if len(order) == 0:
-        return np.full(masks.shape[1], -1, dtype=np.int64)
-    sorted_masks = masks[order]
-    first = sorted_masks.argmax(0)
-    return np.where(sorted_masks.any(0), order[first], -1).astype(np.int64)
-
-
 class PredictionDumpHook(Hook):
     """Writes each test scene's prediction to ``out_dir`` as .npz and an instance-coloured .ply."""
 
@@ -219,7 +182,7 @@ class PredictionDumpHook(Hook):
                     arrays['xyz'] = xyz
             np.savez_compressed(osp.join(self.out_dir, f'{name}.npz'), **arrays)
             if xyz is not None:
-                colors = _palette(int(ids.max()) + 1 if len(ids) else 1)
+                colors = instance_palette(int(ids.max()) + 1 if len(ids) else 1)
                 rgb = np.where(ids[:, None] >= 0, colors[np.clip(ids, 0, None)],
                                np.uint8(128)).astype(np.uint8)
                 write_ply(osp.join(self.out_dir, f'{name}.ply'), xyz, rgb)

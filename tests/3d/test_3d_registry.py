@@ -57,7 +57,7 @@ def test_the_plugin_registers_in_mmdet3d_registries():
                                       'S3DISSemanticCriterion', 'ScanNetSemanticCriterion',
                                       'Det3DDataPreprocessor_')),
                             (TRANSFORMS, ('Pack3DDetInputs_', 'PointSample_', 'LoadAnnotations3D_')),
-                            (DATASETS, ('S3DISSegDataset_', 'ScanNetSegDataset_')),
+                            (DATASETS, ('S3DISSegDataset_', 'ScanNetSegDataset_', 'OwnSegDataset')),
                             (METRICS, ('UnifiedSegMetric',)), (HOOKS, ('EpsilonAnnealingHook',))):
         for name in names:
             assert name in registry.module_dict, (registry.name, name)

@@ -43,6 +43,8 @@ CONFIGS = sorted(ARM_OF)
 # old synthetic-rooms names, kept one release as configs that inherit the renamed ones
 OLD_SYNTHETIC = {f'synthetic-rooms_{old}.py': config_name('synthetic', arms.canonical(old, warn=False))
                  for old in ('baseline', 'reference', 'influencer')}
+# templates to fill in (no dataset of the rule): own data (tests/3d/test_3d_own_data.py)
+TEMPLATES = {'influencerformer_own-data.py'}
 
 
 # the command lines (scripts, loaded by path); their shared code is influencerformer3d.runner
@@ -93,9 +95,10 @@ def _type_names(obj):
 
 # ---------------------------------------------------------------------------------- configs
 def test_config_set():
-    """Every config of the directory is the rule's config of a (dataset, arm), or an old name."""
+    """Every config of the directory is the rule's config of a (dataset, arm), an old name or a
+    template."""
     on_disk = {os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, '*.py'))}
-    assert on_disk == set(CONFIGS) | set(OLD_SYNTHETIC)
+    assert on_disk == set(CONFIGS) | set(OLD_SYNTHETIC) | TEMPLATES
     assert config_name('s3dis', 'hungarian') == 'oneformer3d_1xb2_s3dis-area-5.py'  # upstream names
     assert config_name('scannet', 'hungarian') == 'oneformer3d_1xb4_scannet.py'
     assert config_name('s3dis', 'ot') == 'influencerformer_1xb2_s3dis-area-5.py'

@@ -154,6 +154,12 @@ def preparation_hint(cfg, splits):
             '     datasets/scannet/meta_data/',
             f'  2. python datasets/prepare_scannet.py --data-root datasets/scannet --out {root}',
         ]
+    elif 'ownsegdataset' in types:
+        steps = [
+            'Convert your labelled point clouds (details: datasets/README_3d.md, "Your own data"):',
+            f'  python datasets/prepare_own_3d.py --input <folder> --out {root} '
+            '--classes <names in id order> --stuff <floor ...>',
+        ]
     else:
         steps = ['Prepare the dataset the config reads (see datasets/README_3d.md).']
     steps.append('Or use data prepared elsewhere: --data-root /path/to/processed/data')

@@ -41,11 +41,14 @@ class S3DISSegDataset_(S3DISDataset):
         'seg_all_class_ids': tuple(range(14)),  # 13: unlabelled (e.g. stairs)
     }
 
+    HOW_TO = S3DIS_HOW_TO  # the preparation hint of DatasetNotPreparedError ({root}: data_root)
+    DEFAULT_ROOT = 'data/s3dis'
+
     def __init__(self, data_root, ann_file, *args, **kwargs):
-        root = data_root or 'data/s3dis'
+        root = data_root or self.DEFAULT_ROOT
         check_prepared(type(self).__name__, data_root, ann_file,
                        kwargs.get('data_prefix', dict(pts='points')),
-                       S3DIS_HOW_TO.format(root=root), kwargs.get('backend_args'))
+                       self.HOW_TO.format(root=root), kwargs.get('backend_args'))
         super().__init__(data_root, ann_file, *args, **kwargs)
 
     def parse_data_info(self, info):

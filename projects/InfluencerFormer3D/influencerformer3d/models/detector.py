@@ -191,6 +191,11 @@ class _OneFormer3DBase(Base3DDetector):
             norm_thr: ``obj_normalization`` mask: probabilities > norm_thr (S3DIS) or, if None,
                 logits > 0 (ScanNet).
 
+        With ``test_cfg.one_class_per_query`` (default False: upstream, where every (query, class)
+        pair competes for the ``topk_insts`` candidates, so one query's mask can be reported under
+        several classes) each query is a candidate once, under its most probable class, scored
+        by that probability times its objectness.
+
         Returns:
             masks [n, N] bool, labels [n], scores [n].
         """
@@ -200,13 +205,24 @@ class _OneFormer3DBase(Base3DDetector):
             raise ValueError(f'cls_preds have {cls_logits.shape[1]} columns, expected '
                              f'num_classes + 1 = {n_cls + 1}')
         scores = F.softmax(cls_logits, dim=-1)[:, :-1]
-        if obj_scores is not None:
-            scores = scores * obj_scores
-        flat = scores.flatten()
-        k = min(int(cfg.topk_insts), flat.numel())
-        scores, idx = flat.topk(k, sorted=False)
-        labels = idx % n_cls
-        logits = mask_logits[torch.div(idx, n_cls, rounding_mode='floor')]
+        if cfg.get('one_class_per_query', False):
+            # the label from the class probabilities alone: an objectness below 0 (early in
+            # training) must not turn the least probable class into the best product
+            scores, labels = scores.max(1)
+            if obj_scores is not None:
+                scores = scores * obj_scores.reshape(-1)
+            k = min(int(cfg.topk_insts), scores.numel())
+            scores, query = scores.topk(k, sorted=False)
+            labels = labels[query]
+        else:
+            if obj_scores is not None:
+                scores = scores * obj_scores
+            flat = scores.flatten()
+            k = min(int(cfg.topk_insts), flat.numel())
+            scores, idx = flat.topk(k, sorted=False)
+            labels = idx % n_cls
+            query = torch.div(idx, n_cls, rounding_mode='floor')
+        logits = mask_logits[query]
         probs = logits.sigmoid()
         if cfg.get('obj_normalization', None):
             inside = logits > 0 if norm_thr is None else probs > norm_thr
@@ -253,7 +269,8 @@ class S3DISOneFormer3D(_OneFormer3DBase):
             ``'majority'``, see :meth:`get_gt_inst_masks`.
         test_cfg (dict): ``topk_insts``, ``inst_score_thr``, ``pan_score_thr``, ``npoint_thr``,
             ``obj_normalization``, ``obj_normalization_thr``, ``sp_score_thr``, ``nms``,
-            ``matrix_nms_kernel``, ``num_sem_cls``, ``stuff_cls``, ``thing_cls``.
+            ``matrix_nms_kernel``, ``num_sem_cls``, ``stuff_cls``, ``thing_cls``; optional
+            ``one_class_per_query`` (default False, see :meth:`_instances`).
         data_preprocessor, init_cfg: as mmengine's ``BaseModel``.
 
     Data samples: ``gt_pts_seg.pts_semantic_mask`` [N] (0..num_classes, num_classes =
@@ -445,7 +462,8 @@ class ScanNetOneFormer3D(_OneFormer3DBase):
         train_cfg (dict): unused.
         test_cfg (dict): ``topk_insts``, ``inst_score_thr``, ``pan_score_thr``, ``npoint_thr``,
             ``obj_normalization``, ``sp_score_thr``, ``nms``, ``matrix_nms_kernel``,
-            ``stuff_classes``.
+            ``stuff_classes``; optional ``one_class_per_query`` (default False, see
+            :meth:`_instances`).
         data_preprocessor, init_cfg: as mmengine's ``BaseModel`` (``Det3DDataPreprocessor_``
             passes ``elastic_coords``).
 
