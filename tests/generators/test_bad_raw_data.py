@@ -1,6 +1,7 @@
 """Bad raw data never converts silently (issue #12, data tools): a malformed S3DIS annotation file
 is an error naming the file, the line and the expected row format; a re-run after a raw file
-changed rebuilds what it fed instead of reusing the stale output (S3DIS and ScanNet)."""
+changed rebuilds what it fed instead of reusing the stale output (S3DIS and ScanNet); the synthetic
+generators' command lines refuse settings that would write an unusable dataset."""
 import json
 import os
 
@@ -158,3 +159,29 @@ def test_scannet_rerun_rebuilds_scenes_whose_raw_files_changed(tmp_path, capsys)
     assert scannet_cli.main(['--data-root', root, '--splits', 'train', '--superpoints', 'segs_json',
                              '--force']) == 2
     assert f'{scene}.txt: axisAlignment is not 16 numbers' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--rooms-per-area', '0'], '--rooms-per-area: must be >= 1, got 0'),
+    (['--points', '0'], '--points: must be >= 1, got 0'),
+    (['--areas', '9'], "--areas: invalid choice: 9"),
+])
+def test_synthetic_3d_cli_refuses_an_unusable_dataset(tmp_path, capsys, args, message):
+    syn_cli = load_script('datasets/prepare_synthetic_3d.py')
+    with pytest.raises(SystemExit) as info:
+        syn_cli.parse_args(['--out', str(tmp_path / 'rooms'), *args])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / 'rooms').exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--train', '0'], '--train: must be >= 1, got 0'),
+    (['--size', '0'], '--size: must be >= 32, got 0'),
+])
+def test_synthetic_2d_cli_refuses_an_unusable_dataset(tmp_path, capsys, args, message):
+    pytest.importorskip('cv2')
+    syn2_cli = load_script('datasets/prepare_synthetic_2d.py')
+    with pytest.raises(SystemExit) as info:
+        syn2_cli.main(['--out', str(tmp_path / 'coco'), *args])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / 'coco').exists()
