@@ -117,7 +117,9 @@ def reading_checkpoint(path: str, source: Optional[str] = None):
         raise _unreadable(path, f"unpickling failed: {cause or type(exc).__name__}", source) from None
     except RuntimeError as exc:
         msg = str(exc)
-        if "PytorchStreamReader" in msg or "zip archive" in msg:
+        # torch's words for a damaged file (zip reader, legacy format's storages and magic number)
+        if any(word in msg for word in ("PytorchStreamReader", "zip archive", "unexpected EOF", "corrupt",
+                                        "Invalid magic number")):
             raise _unreadable(path, msg.split(". ")[0], source) from None
         raise
 

@@ -37,7 +37,7 @@ from detectron2.projects.deeplab import add_deeplab_config, build_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
 
-from influencer_core.run_files import CheckpointError, OutputDirError, prepare_output_dir
+from influencer_core.run_files import CheckpointError, OutputDirError, check_checkpoint_file, prepare_output_dir
 from influencerformer2d import add_influencerformer_config
 from influencerformer2d.checkpoint import CheckedCheckpointer, use_checked_checkpointer
 from influencerformer2d.data.datasets import register_synthetic_coco
@@ -234,8 +234,20 @@ def setup(args):
     return cfg
 
 
+def check_weights_early(cfg, args):
+    """The structural check of MODEL.WEIGHTS before the model and the data loader are built (the
+    Trainer reads the datasets first: minutes on COCO); skipped for URLs and when --resume finds a
+    checkpoint (then MODEL.WEIGHTS is not read)."""
+    weights = cfg.MODEL.WEIGHTS
+    if not weights or "://" in weights or (args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR,
+                                                                                         "last_checkpoint"))):
+        return
+    check_checkpoint_file(weights, "MODEL.WEIGHTS")
+
+
 def main(args):
     cfg = setup(args)
+    check_weights_early(cfg, args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)

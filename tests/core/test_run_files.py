@@ -129,3 +129,17 @@ def test_overwrite_removes_the_run_files_only(tmp_path):
     assert removed == ["20260101_000000", "iter_2.pth", "last_checkpoint", "log.txt"]
     assert sorted(os.listdir(folder)) == ["eval", "notes.txt", "start.pth"]
     assert logged and logged[0].startswith(f"--overwrite: removed 4 files / folders of the previous run in {folder}")
+
+
+def test_damage_only_the_real_load_finds_is_named_too(tmp_path):
+    """torch's pre-1.6 format: the structural check sees only its first pickle; tensor data cut
+    short is found by the load, and reported the same way."""
+    path = str(tmp_path / "legacy.pth")
+    torch.save({"w": torch.zeros(100)}, path, _use_new_zipfile_serialization=False)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:-100])
+    check_checkpoint_file(path)
+    with pytest.raises(CheckpointError, match=r"legacy.pth \(--resume\): truncated or not a checkpoint \(unexpected"):
+        load_checkpoint_file(path, source="--resume")

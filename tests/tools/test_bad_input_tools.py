@@ -101,6 +101,17 @@ def test_train_net_damaged_weights_exit_2_naming_them(tmp_path, syn2d, capsys):
     assert train_net.cli(_train_argv(tmp_path / 'out', weights=bad)) == 2
     _assert_checkpoint_message(capsys.readouterr().err, bad, 'MODEL.WEIGHTS')
     assert not (tmp_path / 'out' / 'model_final.pth').exists()
+    # checked before the datasets are read: an unregistered dataset is not reached
+    argv = _train_argv(tmp_path / 'out2', weights=bad)
+    argv[argv.index("('bad2d_train_panoptic',)")] = "('not_registered',)"
+    assert train_net.cli(argv) == 2
+    _assert_checkpoint_message(capsys.readouterr().err, bad, 'MODEL.WEIGHTS')
+    # a damaged file found only by the real load (the structural check passes) is named too
+    legacy = tmp_path / 'weights' / 'legacy.pth'
+    torch.save({'model': {'w': torch.zeros(100)}}, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:-100])   # the tensor data cut short
+    assert train_net.cli(_train_argv(tmp_path / 'out3', weights=str(legacy))) == 2
+    _assert_checkpoint_message(capsys.readouterr().err, str(legacy), 'MODEL.WEIGHTS')
 
 
 def _previous_2d_run(out):
