@@ -22,8 +22,9 @@ data-2d: install
 
 # Embedded default: synthetic COCO-format data, a small InfluencerFormer2D trained on CPU,
 # PQ/AP evaluation (output/synthetic_influencer_ot/metrics.json, TensorBoard events) and a PNG.
+# --overwrite: each `make demo` is a fresh run (the previous demo's checkpoints and logs are deleted).
 demo: data-2d
-	$(PY) tools/train_net.py --config-file $(DEMO_CFG)
+	$(PY) tools/train_net.py --config-file $(DEMO_CFG) --overwrite
 	$(PY) tools/visualize_predictions.py --config-file $(DEMO_CFG)
 
 test: install

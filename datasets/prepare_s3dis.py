@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from influencer_data.s3dis import RAW_DIRNAME, S3DIS_AREAS, check_raw, convert
+from influencer_data.s3dis import RAW_DIRNAME, S3DIS_AREAS, AnnotationFormatError, check_raw, convert
 
 # <repo>/datasets/s3dis whatever the working directory (put or link the raw data there)
 DEFAULT_DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 's3dis')
@@ -33,7 +33,9 @@ def parse_args(argv=None):
     p.add_argument('--superpoints', action='store_true',
                    help='also write super_points/*.bin (fallback segmentation)')
     p.add_argument('--superpoint-method', default='graph', choices=('graph', 'voxel'))
-    p.add_argument('--force', action='store_true', help='re-convert existing rooms')
+    p.add_argument('--force', action='store_true',
+                   help='re-convert every room (by default rooms converted earlier are reused unless '
+                   'their raw annotation files changed since)')
     return p.parse_args(argv)
 
 
@@ -43,8 +45,12 @@ def main(argv=None) -> int:
     if msg is not None:
         print(msg, file=sys.stderr)
         return 2
-    convert(args.data_root, args.out, args.areas, superpoints=args.superpoints,
-            superpoint_method=args.superpoint_method, force=args.force)
+    try:
+        convert(args.data_root, args.out, args.areas, superpoints=args.superpoints,
+                superpoint_method=args.superpoint_method, force=args.force)
+    except AnnotationFormatError as exc:   # names the file and line; a traceback adds nothing
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     return 0
 
 

@@ -13,6 +13,7 @@ import os
 import sys
 
 from influencer_data.scannet import DEFAULT_INFO_PREFIX, SPLITS, check_raw, convert
+from influencer_data.sources import RawDataError
 
 DEFAULT_DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'scannet')
 
@@ -26,7 +27,9 @@ def parse_args(argv=None):
     p.add_argument('--superpoints', default='auto',
                    choices=('auto', 'segmentator', 'segs_json', 'graph'))
     p.add_argument('--info-prefix', default=DEFAULT_INFO_PREFIX)
-    p.add_argument('--force', action='store_true', help='rewrite existing bins')
+    p.add_argument('--force', action='store_true',
+                   help='re-convert every scene (by default scenes converted earlier are reused unless '
+                   'their raw files changed since)')
     return p.parse_args(argv)
 
 
@@ -36,8 +39,12 @@ def main(argv=None) -> int:
     if msg is not None:
         print(msg, file=sys.stderr)
         return 2
-    convert(args.data_root, args.out, args.splits, args.superpoints,
-            args.info_prefix, args.force)
+    try:
+        convert(args.data_root, args.out, args.splits, args.superpoints,
+                args.info_prefix, args.force)
+    except RawDataError as exc:   # a malformed raw file, named in the message
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     return 0
 
 

@@ -15,12 +15,25 @@ from influencer_data.synthetic_2d import generate
 DEFAULT_OUT = str(Path(__file__).resolve().parent / "generated" / "synthetic_coco")
 
 
+def at_least(minimum):
+    """argparse type: an integer >= minimum (0 images or a tiny size would write an unusable dataset)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=DEFAULT_OUT, help="output root (default: %(default)s)")
-    parser.add_argument("--train", type=int, default=200, help="number of train images")
-    parser.add_argument("--val", type=int, default=50, help="number of val images")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--train", type=at_least(1), default=200, help="number of train images")
+    parser.add_argument("--val", type=at_least(1), default=50, help="number of val images")
+    parser.add_argument("--size", type=at_least(32), default=128, help="image side in pixels (>= 32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="regenerate even if complete")
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from influencer_data.s3dis import S3DIS_AREAS
 from influencer_data.synthetic_3d import generate
 
 # <repo>/datasets/generated/synthetic_s3dis whatever the working directory (git-ignored)
@@ -19,15 +20,29 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'generate
                            'synthetic_s3dis')
 
 
+def at_least(minimum):
+    """argparse type: an integer >= minimum (0 rooms or points would write an unusable dataset)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'must be >= {minimum}, got {value}')
+        return value
+    return parse
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description='Synthetic rooms in the processed S3DIS layout of mmdet3d 1.4.')
     p.add_argument('--out', default=DEFAULT_OUT, help='output data_root (default: %(default)s)')
-    p.add_argument('--rooms-per-area', type=int, default=6)
-    p.add_argument('--areas', type=int, nargs='+', default=[1, 2, 3, 4, 5, 6])
-    p.add_argument('--points', type=int, default=12000,
+    p.add_argument('--rooms-per-area', type=at_least(1), default=6)
+    p.add_argument('--areas', type=int, nargs='+', default=list(S3DIS_AREAS), choices=list(S3DIS_AREAS),
+                   help='S3DIS areas to fill (the configs read these names)')
+    p.add_argument('--points', type=at_least(1), default=12000,
                    help='mean points per room (each room draws 0.8x-1.2x of it)')
-    p.add_argument('--max-objects', type=int, default=15)
+    p.add_argument('--max-objects', type=at_least(0), default=15)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-superpoints', action='store_true',
                    help='skip super_points/*.bin (S3DIS pipelines do not read them)')

@@ -46,6 +46,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from .sources import RawDataError, SourceRecord, file_stats
+
 # ----------------------------------------------------------------------------
 # S3DIS constants (ids and order as in mmdet3d's data/s3dis/meta_data/class_names.txt)
 # ----------------------------------------------------------------------------
@@ -342,30 +344,77 @@ def compute_superpoints(points: np.ndarray, method: str = 'graph',
 # ----------------------------------------------------------------------------
 # Raw S3DIS -> arrays
 # ----------------------------------------------------------------------------
-_NOT_NUMERIC = re.compile(r'[^0-9eE+\-.\s]')
+# Control and non-ASCII bytes separate values: that is what mmdet3d's in-place fix of the stray
+# byte in Area_5/hallway_6/Annotations/ceiling_1.txt amounts to (it replaces it by a space).
+_STRAY_BYTES = re.compile(r'[^\x20-\x7e\t\n\r]')
+ROW_FORMAT = 'x y z r g b'
+
+
+class AnnotationFormatError(RawDataError):
+    """An S3DIS annotation txt whose rows are not six numbers ``x y z r g b``."""
+
+
+def _format_error(path: str, lineno: Optional[int], problem: str) -> AnnotationFormatError:
+    where = f'{path}, line {lineno}' if lineno is not None else path
+    return AnnotationFormatError(
+        f'{where}: {problem}; every row of an S3DIS annotation file is 6 numbers ({ROW_FORMAT}). '
+        f'Fix or replace the file (the original is in Stanford3dDataset_v1.2_Aligned_Version.zip), '
+        f'then re-run the conversion')
+
+
+def _parse_annotation_strict(path: str) -> np.ndarray:
+    """Line by line, naming the first bad line: (N, 6) float64."""
+    rows = []
+    with open(path, 'r', encoding='latin-1') as f:   # every byte decodes; stray ones become separators
+        for lineno, line in enumerate(f, start=1):
+            fields = _STRAY_BYTES.sub(' ', line).split()
+            if not fields:
+                continue
+            shown = line.strip()[:80]
+            if len(fields) != NUM_POINT_FEATS:
+                raise _format_error(path, lineno, f'{len(fields)} values in {shown!r}')
+            try:
+                values = [float(v) for v in fields]
+            except ValueError:
+                bad = next(v for v in fields if not _is_number(v))
+                raise _format_error(path, lineno, f'{bad!r} is not a number (in {shown!r})') from None
+            if not all(np.isfinite(values)):
+                raise _format_error(path, lineno, f'a value is not finite (in {shown!r})')
+            rows.append(values)
+    if not rows:
+        raise _format_error(path, None, 'no rows: the object would have no points')
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_annotation_txt(path: str) -> np.ndarray:
-    """Rows of ``x y z r g b`` as float64 (N, 6).  A stray non-numeric byte
-    (one exists in Area_5/hallway_6/Annotations/ceiling_1.txt) is treated as
-    a separator, which is what mmdet3d's in-place fix amounts to."""
+    """Rows of ``x y z r g b`` as float64 (N, 6).  A stray control / non-ASCII byte (one is in
+    Area_5/hallway_6/Annotations/ceiling_1.txt) separates values, as mmdet3d's fix makes it do.
+
+    Raises AnnotationFormatError naming the file and the first bad line when a row does not
+    hold exactly six finite numbers, or the file holds no rows (mmdet3d's reference would drop
+    or cut such rows, or fail without naming the file)."""
     try:
         import pandas as pd
     except ImportError:
         pd = None
-    try:
-        if pd is not None:   # much faster than numpy's text reader
+    arr = None
+    if pd is not None:   # much faster than the line-by-line parser for well-formed files
+        try:
             arr = pd.read_csv(path, header=None, sep=r'\s+').to_numpy(dtype=np.float64)
-        else:
-            arr = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except Exception:        # malformed rows: use the tolerant parser below
-        arr = None
-    if arr is None or arr.ndim != 2 or arr.shape[1] != 6:
-        with open(path, 'r', errors='replace') as f:
-            text = _NOT_NUMERIC.sub(' ', f.read())
-        rows = [ln.split() for ln in text.splitlines() if ln.strip()]
-        rows = [r[:6] for r in rows if len(r) >= 6]
-        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+        except Exception:    # malformed rows: the strict parser below names them
+            arr = None
+    # pandas pads short rows with NaN: only a full, finite (N, 6) table is accepted as is
+    if arr is None or arr.ndim != 2 or arr.shape[1] != NUM_POINT_FEATS or not len(arr) \
+            or not np.isfinite(arr).all():
+        arr = _parse_annotation_strict(path)
     return arr
 
 
@@ -427,39 +476,78 @@ def check_raw(data_root: str, areas: Iterable[int]) -> Optional[str]:
     return None
 
 
+SOURCES_NAME = 's3dis_sources.json'
+_ROOM_SUBS = ('points', 'instance_mask', 'semantic_mask')
+
+
+def _room_outputs(out_dir: str, name: str, superpoints: bool) -> List[str]:
+    subs = _ROOM_SUBS + (('super_points',) if superpoints else ())
+    return [os.path.join(out_dir, sub, f'{name}.bin') for sub in subs]
+
+
+def _room_sources(room_dir: str) -> Dict[str, str]:
+    """{file name: path} of the raw files a room is converted from (its annotation txts)."""
+    ann = os.path.join(room_dir, 'Annotations')
+    return {f: os.path.join(ann, f) for f in sorted(os.listdir(ann)) if f.endswith('.txt')}
+
+
 def convert(data_root: str, out_dir: Optional[str] = None,
             areas: Sequence[int] = S3DIS_AREAS, superpoints: bool = False,
             superpoint_method: str = 'graph', force: bool = False,
             seg_info: bool = True, verbose: bool = True) -> Dict[int, str]:
-    """Convert the given areas; returns {area: info pkl path}.  Rooms whose
-    bins already exist are re-used unless ``force``."""
+    """Convert the given areas; returns {area: info pkl path}.
+
+    Rooms converted earlier are reused unless ``force`` or their raw annotation files changed
+    (added, removed, other size or modification time than recorded in ``<out>/s3dis_sources.json``;
+    for rooms converted before that record existed: a raw file newer than the room's bins), or
+    superpoints of another method are asked for; those are converted again.  Raises
+    AnnotationFormatError for a malformed annotation file (naming it and the line)."""
     out_dir = data_root if out_dir is None else out_dir
     msg = check_raw(data_root, areas)
     if msg is not None:
         raise FileNotFoundError(msg)
     raw = os.path.join(data_root, RAW_DIRNAME)
     os.makedirs(out_dir, exist_ok=True)
+    record = SourceRecord(os.path.join(out_dir, SOURCES_NAME))
+    settings = dict(superpoints=superpoint_method) if superpoints else {}
     written = {}
     for area in areas:
-        entries, sems = [], []
+        entries, sems, reused = [], [], 0
         for idx, room in enumerate(list_raw_rooms(raw, area)):
             name = f'Area_{area}_{room}'
-            done = all(os.path.isfile(os.path.join(out_dir, sub, f'{name}.bin'))
-                       for sub in ('points', 'instance_mask', 'semantic_mask')
-                       + (('super_points',) if superpoints else ()))
-            if done and not force:
-                pts, ins, sem = read_room(out_dir, name)
-            else:
-                if verbose:
-                    print(f'[s3dis] converting {name}', flush=True)
-                pts, sem, ins = convert_raw_room(os.path.join(raw, f'Area_{area}', room))
-                sp = compute_superpoints(pts, superpoint_method) if superpoints else None
-                write_room(out_dir, name, pts, ins, sem, sp)
+            room_dir = os.path.join(raw, f'Area_{area}', room)
+            sources = _room_sources(room_dir)
+            outputs = _room_outputs(out_dir, name, superpoints)
+            reason = 'forced' if force else None
+            if not force and all(os.path.isfile(p) for p in outputs):
+                reason = record.stale_reason(name, sources, outputs, settings)
+                if reason is None:
+                    pts, ins, sem = read_room(out_dir, name)
+                    record.entries.setdefault(name, dict(files=file_stats(sources), settings=settings))
+                    reused += 1
+                    entries.append(info_entry(idx, name, pts, ins, sem, superpoints))
+                    sems.append(sem)
+                    continue
+            if verbose:
+                why = f' ({reason})' if reason and reason != 'forced' else ''
+                print(f'[s3dis] converting {name}{why}', flush=True)
+            pts, sem, ins = convert_raw_room(room_dir)
+            sp = compute_superpoints(pts, superpoint_method) if superpoints else None
+            write_room(out_dir, name, pts, ins, sem, sp)
+            stale_sp = os.path.join(out_dir, 'super_points', f'{name}.bin')
+            if sp is None and os.path.isfile(stale_sp):   # made from the old points: would not match
+                os.remove(stale_sp)
+            record.record(name, sources, dict(superpoints=superpoint_method if superpoints else None))
+            record.save()
             entries.append(info_entry(idx, name, pts, ins, sem, superpoints))
             sems.append(sem)
+        record.save()
         written[area] = dump_infos(out_dir, area, entries)
         if seg_info:
             write_seg_info(out_dir, area, sems)
         if verbose:
+            if reused:
+                print(f'[s3dis] Area {area}: reused {reused} rooms converted earlier (raw annotation files '
+                      f'unchanged since); use --force to rebuild them', flush=True)
             print(f'[s3dis] wrote {written[area]} ({len(entries)} rooms)', flush=True)
     return written

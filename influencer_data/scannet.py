@@ -44,6 +44,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from . import s3dis
+from .sources import RawDataError, SourceRecord, file_stats
 
 SCANNET_DET_CLASSES = ('cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window',
                        'bookshelf', 'picture', 'counter', 'desk', 'curtain',
@@ -125,8 +126,12 @@ def read_mesh(path: str, with_faces: bool = False):
     from plyfile import PlyData
     ply = PlyData.read(path)
     v = ply['vertex']
-    verts = np.stack([np.asarray(v[k], dtype=np.float32)
-                      for k in ('x', 'y', 'z', 'red', 'green', 'blue')], 1)
+    names = ('x', 'y', 'z', 'red', 'green', 'blue')
+    missing = [k for k in names if k not in v.data.dtype.names]
+    if missing:
+        raise RawDataError(f'{path}: vertices lack {", ".join(missing)}; a ScanNet _vh_clean_2.ply has x y z '
+                         'red green blue per vertex (download it again)')
+    verts = np.stack([np.asarray(v[k], dtype=np.float32) for k in names], 1)
     if not with_faces:
         return verts, None
     faces = np.stack([np.asarray(f, dtype=np.int64)[:3]
@@ -139,7 +144,13 @@ def read_axis_alignment(path: str) -> np.ndarray:
         with open(path) as f:
             for line in f:
                 if line.strip().startswith('axisAlignment'):
-                    vals = [float(x) for x in line.split('=', 1)[1].split()]
+                    try:
+                        vals = [float(x) for x in line.split('=', 1)[1].split()]
+                    except (ValueError, IndexError):
+                        vals = []
+                    if len(vals) != 16:
+                        raise RawDataError(f'{path}: axisAlignment is not 16 numbers (a row-major 4x4 '
+                                         f'matrix): {line.strip()[:120]!r}; download the file again')
                     return np.asarray(vals, dtype=np.float64).reshape(4, 4)
     return np.eye(4)
 
@@ -246,17 +257,35 @@ def scannet_metainfo() -> dict:
                 dataset='scannet', info_version='1.1')
 
 
+SOURCES_NAME = 'scannet_sources.json'
+_SCENE_FILES = ('_vh_clean_2.ply', '_vh_clean_2.0.010000.segs.json', '.aggregation.json', '.txt')
+
+
+def _scene_sources(sdir: str, scene: str, label_map_file: Optional[str]) -> Dict[str, str]:
+    """{name: path} of the raw files a scene is converted from (those present, plus the label map)."""
+    files = {f'{scene}{suffix}': os.path.join(sdir, f'{scene}{suffix}') for suffix in _SCENE_FILES}
+    files = {k: p for k, p in files.items() if os.path.isfile(p)}
+    if label_map_file is not None:
+        files[LABEL_MAP_NAME] = label_map_file
+    return files
+
+
 def convert(data_root: str, out_dir: Optional[str] = None,
             splits: Sequence[str] = SPLITS, superpoints: str = 'auto',
             info_prefix: str = DEFAULT_INFO_PREFIX, force: bool = False,
             verbose: bool = True) -> Dict[str, str]:
     """Convert the listed splits; returns {split: info pkl path}.  The test
-    split (``scans_test``) is skipped silently when absent."""
+    split (``scans_test``) is skipped silently when absent.  Scenes converted earlier are reused
+    unless ``force``, their raw files (or the label map) changed since (recorded in
+    ``<out>/scannet_sources.json``; before that record existed: a raw file newer than the bins),
+    or ``superpoints`` differs from the recorded choice."""
     msg = check_raw(data_root)
     if msg is not None:
         raise FileNotFoundError(msg)
     out_dir = data_root if out_dir is None else out_dir
     label_map = read_label_map(label_map_path(data_root))
+    record = SourceRecord(os.path.join(out_dir, SOURCES_NAME))
+    settings = dict(superpoints=superpoints)
     written = {}
     for split in splits:
         labelled = split != 'test'
@@ -267,7 +296,7 @@ def convert(data_root: str, out_dir: Optional[str] = None,
                 continue
             raise FileNotFoundError(missing_data_message(data_root, f'{split} split missing'))
         names = [ln.strip() for ln in open(sfile) if ln.strip()]
-        entries, missing = [], []
+        entries, missing, reused = [], [], 0
         for scene in names:
             sdir = os.path.join(scans, scene)
             if not os.path.isfile(os.path.join(sdir, f'{scene}_vh_clean_2.ply')):
@@ -278,7 +307,12 @@ def convert(data_root: str, out_dir: Optional[str] = None,
             if labelled:
                 subs += ('instance_mask', 'semantic_mask')
             paths = {sub: os.path.join(out_dir, sub, fname) for sub in subs}
-            if not force and all(os.path.isfile(p) for p in paths.values()):
+            sources = _scene_sources(sdir, scene, label_map_path(data_root) if labelled else None)
+            done = not force and all(os.path.isfile(p) for p in paths.values())
+            reason = record.stale_reason(scene, sources, paths.values(), settings) if done else None
+            if done and reason is None:
+                record.entries.setdefault(scene, dict(files=file_stats(sources), settings=settings))
+                reused += 1
                 boxes, axis = [], None
                 if labelled:   # re-derive the boxes from the existing bins
                     pts = np.fromfile(paths['points'], dtype=np.float32).reshape(-1, 6)
@@ -288,7 +322,7 @@ def convert(data_root: str, out_dir: Optional[str] = None,
                         os.path.join(sdir, f'{scene}.aggregation.json'), label_map), axis)
             else:
                 if verbose:
-                    print(f'[scannet] {split}: {scene}', flush=True)
+                    print(f'[scannet] {split}: {scene}' + (f' ({reason})' if reason else ''), flush=True)
                 res = export_scene(sdir, scene, label_map if labelled else None, superpoints)
                 arrays = dict(points=res['points'], super_points=res['superpoints'])
                 if labelled:
@@ -300,6 +334,8 @@ def convert(data_root: str, out_dir: Optional[str] = None,
                     dtype = np.float32 if sub == 'points' else np.int64
                     np.ascontiguousarray(arr, dtype=dtype).tofile(paths[sub])
                 boxes, axis = res.get('boxes', []), res.get('axis_align')
+                record.record(scene, sources, settings)
+                record.save()
             entry = dict(lidar_points=dict(num_pts_feats=6, lidar_path=fname),
                          super_pts_path=fname, instances=[])
             if labelled:
@@ -309,6 +345,10 @@ def convert(data_root: str, out_dir: Optional[str] = None,
         if missing:
             print(f'[scannet] warning: {len(missing)} scenes of {split} not found, e.g. '
                   f'{missing[0]}', file=sys.stderr)
+        record.save()
+        if reused and verbose:
+            print(f'[scannet] {split}: reused {reused} scenes converted earlier (raw files unchanged since); '
+                  'use --force to rebuild them', flush=True)
         path = os.path.join(out_dir, f'{info_prefix}_infos_{split}.pkl')
         s3dis.dump_pkl(
             dict(metainfo=scannet_metainfo(), data_list=entries), path)

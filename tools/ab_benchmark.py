@@ -62,10 +62,11 @@ PRIMARY = {"2d": "PQ", "3d": "mAP"}
 
 
 def train_net_cmd(args, arm, seed, out_dir):
-    """The tools/train_net.py command of one 2D (arm, seed)."""
+    """The tools/train_net.py command of one 2D (arm, seed); --overwrite: a run that is not reused
+    replaces whatever an earlier study left in its folder."""
     steps = f"({int(args.iters * 0.8)},)"
     return [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", args.config_file,
-            "--num-gpus", str(args.num_gpus), "MODEL.MASK_FORMER.CRITERION", arms.criterion_2d(arm),
+            "--num-gpus", str(args.num_gpus), "--overwrite", "MODEL.MASK_FORMER.CRITERION", arms.criterion_2d(arm),
             "SEED", str(seed), "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", steps,
             "TEST.EVAL_PERIOD", str(args.eval_period), "SOLVER.CHECKPOINT_PERIOD", str(10 * args.iters),
             "OUTPUT_DIR", out_dir, *args.opts]
@@ -76,9 +77,7 @@ def run_one(args, arm, seed, out_dir):
     cmd = train_net_cmd(args, arm, seed, out_dir)
     metrics = os.path.join(out_dir, "metrics.json")
     if not (args.reuse and os.path.exists(os.path.join(out_dir, "model_final.pth"))):
-        if os.path.exists(metrics):
-            os.remove(metrics)
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(out_dir, exist_ok=True)  # train_net.py --overwrite deletes an earlier run's files
         t0 = time.time()
         with open(os.path.join(out_dir, "ab_stdout.log"), "w") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
@@ -94,7 +93,8 @@ def run_one_3d(args, arm, seed, out_dir):
     final_ckpt = os.path.join(out_dir, f"iter_{args.iters}.pth")
     if not (args.reuse and os.path.exists(final_ckpt)):
         os.makedirs(out_dir, exist_ok=True)
-        cmd = [sys.executable, os.path.join(ROOT, "tools", "train_3d.py"), cfg, "--work-dir", out_dir,
+        # --overwrite: a run that is not reused replaces an earlier study's files in its folder
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "train_3d.py"), cfg, "--work-dir", out_dir, "--overwrite",
                "--cfg-options", f"randomness.seed={seed}", f"train_cfg.max_iters={args.iters}",
                f"train_cfg.val_interval={args.eval_period}", f"param_scheduler.end={args.iters}",
                f"default_hooks.checkpoint.interval={args.iters}", *args.opts]

@@ -26,9 +26,11 @@ import numpy as np
 from mmengine.config import DictAction
 from mmengine.hooks import Hook
 
+from influencer_core.run_files import CheckpointError
 from influencerformer3d.runner import (
     ToolError,
     add_cpu_threads_arg,
+    check_checkpoint,
     check_device,
     ensure_data,
     load_config,
@@ -70,9 +72,11 @@ def parse_args(argv=None):
 
 
 def build_cfg(args):
-    """The final test config (what Runner.from_cfg receives); checks checkpoint, device, data."""
+    """The final test config (what Runner.from_cfg receives); checks checkpoint, device, data
+    (the checkpoint first: a damaged one stops the tool before any data generation)."""
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise ToolError(f'checkpoint not found: {args.checkpoint}')
+    check_checkpoint(args.checkpoint, 'the CHECKPOINT argument')
     cfg = load_config(args)
     check_device(cfg, args.launcher)
     cfg.load_from = args.checkpoint
@@ -208,7 +212,11 @@ def main(argv=None):
     from mmengine.dist import is_main_process
     if args.show_dir:
         runner.register_hook(PredictionDumpHook(args.show_dir, args.score_thr))
-    metrics = runner.test() or {}
+    try:
+        metrics = runner.test() or {}
+    except CheckpointError as exc:  # a checkpoint the structural check could not judge
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     if is_main_process():
         per_class = instance_per_class(runner.test_evaluator)
         print('\n' + summarize(metrics, per_class), flush=True)

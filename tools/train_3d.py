@@ -4,6 +4,7 @@
     python tools/train_3d.py projects/InfluencerFormer3D/configs/influencerformer_synthetic-rooms.py
     python tools/train_3d.py CONFIG --work-dir work_dirs/x --resume        # latest ckpt in work dir
     python tools/train_3d.py CONFIG --resume work_dirs/x/iter_100.pth          # a given checkpoint
+    python tools/train_3d.py CONFIG --work-dir work_dirs/x --overwrite     # delete the run in it first
     python tools/train_3d.py CONFIG --cfg-options train_cfg.max_iters=5 --data-root /data/s3dis
     torchrun --nproc_per_node=4 tools/train_3d.py CONFIG --launcher pytorch    # several GPUs
 
@@ -21,7 +22,11 @@ Behaves like mmdet3d's tools/train.py.  On top of it:
   ``--amp`` need CUDA and stop with a clear message without it.  On CPU, torch runs one
   intra-op thread unless ``--cpu-threads`` or ``OMP_NUM_THREADS`` says otherwise;
 * checkpoints (``--resume``, ``load_from``) are unpickled fully, as mmengine 0.10 expects
-  (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` unless set): load only checkpoints you trust.
+  (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` unless set): load only checkpoints you trust.  A file
+  that is empty, cut short or not a checkpoint stops the tool (exit 2) naming it, before data
+  generation; ``--resume`` with nothing to resume in the work dir warns and starts from scratch;
+* a work dir that holds a previous run (checkpoints, ``last_checkpoint``, log folders) is refused
+  (exit 2) unless ``--resume`` continues it or ``--overwrite`` deletes its files first.
 """
 import argparse
 import os
@@ -30,6 +35,7 @@ import sys
 
 from mmengine.config import DictAction
 
+from influencer_core.run_files import CheckpointError
 from influencerformer3d.runner import (
     add_cpu_threads_arg,
     apply_train_options,
@@ -37,6 +43,7 @@ from influencerformer3d.runner import (
     ensure_data,
     load_config,
     make_runner,
+    prepare_work_dir,
 )
 
 
@@ -53,6 +60,9 @@ def parse_args(argv=None):
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help="resume training: without a value (or 'auto') from the latest "
                    'checkpoint in the work dir, else from the given checkpoint')
+    p.add_argument('--overwrite', action='store_true',
+                   help='train into a work dir that holds a previous run after deleting its checkpoints '
+                   'and log folders (without it, or --resume, such a work dir is refused)')
     p.add_argument('--data-root', help='use this data_root for every dataset of the config')
     p.add_argument('--no-data-check', action='store_true',
                    help='skip the check (and generation) of the dataset files')
@@ -71,10 +81,12 @@ def parse_args(argv=None):
 
 
 def build_cfg(args):
-    """The final training config (what Runner.from_cfg receives); checks device and data."""
+    """The final training config (what Runner.from_cfg receives); checks device, checkpoints,
+    the work dir (a previous run: refused, or cleared with --overwrite) and data."""
     cfg = load_config(args)
     check_device(cfg, args.launcher, args.amp)
     apply_train_options(cfg, args)
+    prepare_work_dir(cfg, overwrite=getattr(args, 'overwrite', False))
     if not args.no_data_check:
         ensure_data(cfg, ('train', 'val'), osp.basename(args.config))
     return cfg
@@ -84,7 +96,11 @@ def main(argv=None):
     cfg, runner = make_runner(parse_args(argv), build_cfg)
     if runner is None:
         return 2
-    runner.train()
+    try:
+        runner.train()
+    except CheckpointError as exc:  # a checkpoint the structural check could not judge
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Train InfluencerFormer3D / the OneFormer3D baseline on S3DIS, ScanNet or synthetic rooms.
 #
-#   tools/train_3d.sh DATASET [ARM] [--resume [CKPT]] [--dry-run] [extra tools/train_3d.py args]
+#   tools/train_3d.sh DATASET [ARM] [--resume [CKPT] | --overwrite] [--dry-run] [extra tools/train_3d.py args]
 #
 #   DATASET  s3dis | scannet | synthetic
 #   ARM      hungarian (OneFormer3D, Hungarian InstanceCriterion) | reference (InfluencerCriterion
 #            'reference') | ot (InfluencerCriterion 'ot', the default); the config is
 #            tools/arms.py's (old names baseline / influencer still work, with a warning)
 #
-# Work dir: work_dirs/<dataset>_<arm> (a later --work-dir wins).  Environment:
+# Work dir: work_dirs/<dataset>_<arm> (a later --work-dir wins).  One that holds a previous run is
+# refused unless --resume continues it or --overwrite deletes it first (both passed to train_3d.py).
+# Environment:
 #   GPUS=N        N > 1: torchrun --nproc_per_node=N ... --launcher pytorch; 1: one process on
 #                 the GPU; 0: CPU (CUDA hidden).  Default: 1 when nvidia-smi sees a GPU, else 0.
 #   PORT          torchrun master port (default 29500)
@@ -22,7 +24,7 @@ source "$ROOT/tools/_3d_common.sh"  # resolve_arm_config, abs_if_exists, pick_gp
 
 usage() {
   cat >&2 <<EOT
-usage: tools/train_3d.sh s3dis|scannet|synthetic [hungarian|reference|ot] [--resume [CKPT]] [--dry-run] [extra train_3d.py args]
+usage: tools/train_3d.sh s3dis|scannet|synthetic [hungarian|reference|ot] [--resume [CKPT] | --overwrite] [--dry-run] [extra train_3d.py args]
 
   hungarian   OneFormer3D with Hungarian matching (InstanceCriterion)
   reference   InfluencerCriterion, variant 'reference'
@@ -32,6 +34,7 @@ examples:
   tools/train_3d.sh synthetic                               # CPU is fine; data generated on first use
   GPUS=4 tools/train_3d.sh s3dis hungarian                  # torchrun, 4 GPUs
   tools/train_3d.sh scannet ot --resume                     # latest checkpoint in the work dir
+  tools/train_3d.sh synthetic ot --overwrite                # delete the previous run, train again
   tools/train_3d.sh synthetic hungarian --cfg-options train_cfg.max_iters=5
 env: GPUS=N (default 1 with a GPU, else 0 = CPU), PORT, PRINT_ONLY=1, PYTHON_BIN
 EOT

@@ -4,7 +4,11 @@
     python tools/train_net.py --config-file projects/InfluencerFormer2D/configs/coco.yaml --num-gpus 8
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS path/to/model.pth
     python tools/train_net.py --config-file ... --resume
+    python tools/train_net.py --config-file ... --overwrite     # delete the previous run in OUTPUT_DIR first
 
+Training into an OUTPUT_DIR that holds a previous run (checkpoints, last_checkpoint, metrics.json,
+TensorBoard events) stops with an error unless --resume continues it or --overwrite deletes its
+files first (otherwise model_final.pth would be replaced and metrics.json mix two runs).
 The criterion is chosen by MODEL.MASK_FORMER.CRITERION (hungarian,
 reference, ot).  Without a GPU, MODEL.DEVICE falls back
 to cpu.
@@ -13,12 +17,12 @@ import copy
 import itertools
 import logging
 import os
+import sys
 from typing import Any, Dict, List, Set
 
 import torch
 
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
@@ -33,7 +37,9 @@ from detectron2.projects.deeplab import add_deeplab_config, build_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
 
+from influencer_core.run_files import CheckpointError, OutputDirError, check_checkpoint_file, prepare_output_dir
 from influencerformer2d import add_influencerformer_config
+from influencerformer2d.checkpoint import CheckedCheckpointer, use_checked_checkpointer
 from influencerformer2d.data.datasets import register_synthetic_coco
 from influencerformer2d.evaluation import DuplicateRateEvaluator
 from influencerformer2d.hooks import (
@@ -54,6 +60,11 @@ SYNTHETIC_ROOT = os.path.join(ROOT, "datasets", "generated", "synthetic_coco")
 if not os.environ.get("DETECTRON2_DATASETS"):
     register_synthetic_coco(SYNTHETIC_ROOT)
 
+# (non-empty) files that show a detectron2 training run in OUTPUT_DIR, and the further ones --overwrite
+# deletes with them; TensorBoard events and an empty metrics.json are also left by a run that failed while starting
+RUN_MARKERS = ("last_checkpoint", "model_*.pth", "metrics.json")
+RUN_LOGS = ("events.out.tfevents.*", "log.txt", "log.txt.rank*", "inference")
+
 MAPPERS = {"coco_panoptic_lsj": COCOPanopticLSJDatasetMapper, "coco_instance_lsj": COCOInstanceLSJDatasetMapper}
 
 
@@ -72,7 +83,13 @@ class Trainer(DefaultTrainer):
 
     Checkpoints also carry the optimizer (and AMP scaler) state, which detectron2
     0.6's DefaultTrainer leaves out, so ``--resume`` continues where training stopped.
+    Checkpoints are read by :class:`CheckedCheckpointer` (a damaged file is a CheckpointError
+    naming it).
     """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        use_checked_checkpointer(self)
 
     def state_dict(self):
         ret = super().state_dict()
@@ -179,6 +196,26 @@ class Trainer(DefaultTrainer):
         return optimizer
 
 
+def argument_parser():
+    """detectron2's default_argument_parser plus --overwrite (flags go before the KEY VALUE overrides)."""
+    parser = default_argument_parser()
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into an OUTPUT_DIR that holds a previous run after deleting that run's "
+                        "checkpoints and logs (without it, or --resume, such a folder is refused)")
+    return parser
+
+
+def check_output_dir(cfg, args):
+    """Refuse (OutputDirError) or, with --overwrite, clear an OUTPUT_DIR holding a previous run.
+
+    Runs on the main process before detectron2 opens log.txt there; the others wait for it."""
+    if comm.is_main_process():
+        prepare_output_dir(cfg.OUTPUT_DIR, markers=RUN_MARKERS, also_remove=RUN_LOGS,
+                           resume=args.resume, overwrite=getattr(args, "overwrite", False),
+                           keep=[cfg.MODEL.WEIGHTS], setting="OUTPUT_DIR")
+    comm.synchronize()
+
+
 def setup(args):
     cfg = get_cfg()
     add_deeplab_config(cfg)
@@ -188,6 +225,8 @@ def setup(args):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
+    if not args.eval_only:
+        check_output_dir(cfg, args)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="influencerformer2d")
     if cfg.MODEL.DEVICE == "cpu":
@@ -195,11 +234,23 @@ def setup(args):
     return cfg
 
 
+def check_weights_early(cfg, args):
+    """The structural check of MODEL.WEIGHTS before the model and the data loader are built (the
+    Trainer reads the datasets first: minutes on COCO); skipped for URLs and when --resume finds a
+    checkpoint (then MODEL.WEIGHTS is not read)."""
+    weights = cfg.MODEL.WEIGHTS
+    if not weights or "://" in weights or (args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR,
+                                                                                         "last_checkpoint"))):
+        return
+    check_checkpoint_file(weights, "MODEL.WEIGHTS")
+
+
 def main(args):
     cfg = setup(args)
+    check_weights_early(cfg, args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -209,8 +260,19 @@ def main(args):
     return trainer.train()
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+def cli(argv=None):
+    """The command line: parse ``argv``, launch ``main`` on --num-gpus processes; returns the exit
+    status (2 with the message for an unreadable checkpoint or an OUTPUT_DIR holding a previous run)."""
+    args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except (CheckpointError, OutputDirError) as exc:  # problems the user fixes: the message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -12,7 +12,6 @@ import os
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
@@ -20,7 +19,9 @@ from detectron2.modeling import build_model
 from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from influencer_core.run_files import CheckpointError
 from influencerformer2d import add_influencerformer_config
+from influencerformer2d.checkpoint import CheckedCheckpointer
 from influencerformer2d.data.datasets import register_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,15 +32,30 @@ if not os.environ.get("DETECTRON2_DATASETS"):
     register_synthetic_coco(SYNTHETIC_ROOT)
 
 
-def main():
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (the number of images to draw), got {value}")
+    return value
+
+
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True)
     ap.add_argument("--weights", default=None, help="default: OUTPUT_DIR/model_final.pth")
     ap.add_argument("--dataset", default=None, help="default: the config's first test dataset")
-    ap.add_argument("--num", type=int, default=6)
+    ap.add_argument("--num", type=positive_int, default=6, help="images to draw, >= 1 (default: %(default)s)")
     ap.add_argument("--output", default=None, help="default: OUTPUT_DIR/predictions.png")
     ap.add_argument("opts", nargs=argparse.REMAINDER)
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
 
     cfg = get_cfg()
     add_deeplab_config(cfg)
@@ -54,10 +70,17 @@ def main():
                          f"{args.config_file}) or pass --weights")
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(weights)
+    try:
+        CheckedCheckpointer(model, source="--weights").load(weights)
+    except CheckpointError as exc:
+        raise SystemExit(f"error: {exc}") from None
     meta = MetadataCatalog.get(dataset)
+    records = DatasetCatalog.get(dataset)[: args.num]
+    if not records:
+        raise SystemExit(f"dataset {dataset} has no images to draw; prepare it (python "
+                         "datasets/prepare_synthetic_2d.py for the synthetic one) or pick another with --dataset")
     rows = []
-    for record in DatasetCatalog.get(dataset)[: args.num]:
+    for record in records:
         image = utils.read_image(record["file_name"], format="RGB")
         with torch.no_grad():
             out = model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy()),

@@ -23,9 +23,9 @@ def rooms(tmp_path_factory):
     return str(out)
 
 
-def _cfg(config, rooms, work_dir, iters, *options):
+def _cfg(config, rooms, work_dir, iters, *options, flags=()):
     args = train_3d.parse_args([
-        os.path.join(CONFIGS, config), '--work-dir', str(work_dir), '--data-root', rooms, '--cfg-options',
+        os.path.join(CONFIGS, config), '--work-dir', str(work_dir), '--data-root', rooms, *flags, '--cfg-options',
         f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}', f'param_scheduler.end={iters}',
         f'default_hooks.checkpoint.interval={iters}', 'default_hooks.logger.interval=1',
         'log_processor.window_size=1', 'randomness.seed=0', *options])
@@ -67,8 +67,10 @@ def test_resume_continues_from_the_checkpoint(rooms, tmp_path):
     allow_mmengine_checkpoints()
     first = _train(_cfg('influencerformer_synthetic-rooms.py', rooms, tmp_path, 2, 'train_cfg.val_interval=100'))
     weights = {k: v.clone() for k, v in first.model.state_dict().items()}
-    cfg = _cfg('influencerformer_synthetic-rooms.py', rooms, tmp_path, 3, 'train_cfg.val_interval=100')
-    cfg.resume, cfg.load_from = True, str(tmp_path / 'iter_2.pth')
+    # the work dir holds the first run: training into it again needs --resume (or --overwrite)
+    cfg = _cfg('influencerformer_synthetic-rooms.py', rooms, tmp_path, 3, 'train_cfg.val_interval=100',
+               flags=('--resume', str(tmp_path / 'iter_2.pth')))
+    assert cfg.resume is True and cfg.load_from == str(tmp_path / 'iter_2.pth')
     from mmengine.runner import Runner
     second = Runner.from_cfg(cfg)
     second.load_or_resume()

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip('mmdet3d')
 
@@ -364,10 +365,12 @@ def test_train_args_and_resume(tmp_path):
     cfg = runner.load_config(train_3d.parse_args([SYNTH]))
     assert cfg.work_dir == os.path.join('./work_dirs', 'influencerformer_synthetic-rooms')
 
+    cfg.work_dir = str(tmp_path)
+    ckpt = tmp_path / 'iter_5.pth'
+    torch.save({'meta': {}, 'state_dict': {}}, ckpt)
+    (tmp_path / 'last_checkpoint').write_text(str(ckpt))   # what --resume finds in the work dir
     cfg = runner.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume']))
     assert cfg.resume is True and cfg.load_from is None
-    ckpt = tmp_path / 'iter_5.pth'
-    ckpt.write_bytes(b'')
     cfg = runner.apply_train_options(cfg, train_3d.parse_args([SYNTH, '--resume', str(ckpt)]))
     assert cfg.resume is True and cfg.load_from == str(ckpt)
     with pytest.raises(runner.ToolError, match='not found'):
@@ -458,7 +461,7 @@ def test_synthetic_data_generated_on_demand(tmp_path):
 # ---------------------------------------------------------------------------------- test_3d.py
 def test_test_args(tmp_path):
     ckpt = tmp_path / 'model.pth'
-    ckpt.write_bytes(b'')
+    torch.save({'meta': {}, 'state_dict': {}}, ckpt)
     a = test_3d.parse_args([SYNTH, str(ckpt)])
     assert a.checkpoint == str(ckpt) and a.show_dir is None
     a = test_3d.parse_args([SYNTH, '--checkpoint', str(ckpt), '--show-dir', 'vis'])

@@ -14,10 +14,13 @@ and loads with the model's own metadata, so either layout, with or without metad
 with identical weights. Only when both readings fit (all five dims equal) does it follow the
 metadata as mmdet3d would.
 """
+import os
 import pickle
 from collections import OrderedDict
 
 import torch
+
+from influencer_core.run_files import check_checkpoint_file, reading_checkpoint
 
 __all__ = ['load_oneformer3d_checkpoint', 'convert_spconv_weights', 'to_spconv1_layout',
            'read_state_dict']
@@ -46,14 +49,18 @@ def _strip_prefix(key):
 def read_state_dict(path_or_state_dict, map_location='cpu'):
     """The state dict in a checkpoint file or object (mmengine ``{'state_dict': ...}``,
     ``{'model': ...}`` or a bare state dict); a DDP ``module.`` prefix is removed. The spconv
-    metadata (``_metadata``) is kept."""
+    metadata (``_metadata``) is kept. A file that is not a readable checkpoint raises
+    :class:`influencer_core.run_files.CheckpointError`."""
     ckpt = path_or_state_dict
     if isinstance(ckpt, (str, bytes)) or hasattr(ckpt, '__fspath__'):
-        try:
-            ckpt = torch.load(ckpt, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError:  # mmengine checkpoints pickle their message hub / meta
-            # full unpickling, as mmengine's own loader does: only load checkpoints you trust
-            ckpt = torch.load(path_or_state_dict, map_location=map_location, weights_only=False)
+        path = os.fsdecode(ckpt)
+        check_checkpoint_file(path)  # a damaged file: CheckpointError naming it, nothing unpickled
+        with reading_checkpoint(path):
+            try:
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            except pickle.UnpicklingError:  # mmengine checkpoints pickle their message hub / meta
+                # full unpickling, as mmengine's own loader does: only load checkpoints you trust
+                ckpt = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(ckpt, dict):
         raise TypeError(f'expected a checkpoint dict or a path to one, got {type(ckpt).__name__}')
     for key in ('state_dict', 'model'):

@@ -12,11 +12,27 @@ import sys
 
 from mmengine.config import Config
 
+from influencer_core.run_files import (
+    CheckpointError,
+    OutputDirError,
+    check_checkpoint_file,
+    load_checkpoint_file,
+    prepare_output_dir,
+)
+
 __all__ = [
     'ToolError', 'add_cpu_threads_arg', 'set_cpu_threads', 'allow_mmengine_checkpoints', 'load_config',
     'dataset_cfgs', 'set_data_root', 'required_files', 'preparation_hint', 'ensure_data', 'check_device',
-    'apply_train_options', 'make_runner',
+    'check_checkpoint', 'apply_train_options', 'prepare_work_dir', 'use_checked_checkpoint_loading',
+    'make_runner', 'RUN_MARKERS', 'RUN_LOGS',
 ]
+
+# what shows an mmengine training run in a work dir: checkpoints, last_checkpoint and logged
+# scalars in a per-run log folder <YYYYmmdd_HHMMSS>/ (a run that failed while starting leaves that
+# folder with only its text log: no evidence); --overwrite also deletes the log folders
+_LOG_DIR = '[0-9]' * 8 + '_' + '[0-9]' * 6
+RUN_MARKERS = ('last_checkpoint', '*.pth', _LOG_DIR + '/vis_data/scalars.json')
+RUN_LOGS = (_LOG_DIR,)
 
 
 class ToolError(RuntimeError):
@@ -58,6 +74,33 @@ def allow_mmengine_checkpoints():
     if 'TORCH_FORCE_WEIGHTS_ONLY_LOAD' not in os.environ:
         os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     return os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
+
+
+def _local_checkpoint_loader(filename, map_location):
+    """mmengine's local-file checkpoint loader (same result), with a damaged file raising
+    CheckpointError naming it instead of torch's errors."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return load_checkpoint_file(filename, map_location=map_location)
+
+
+def use_checked_checkpoint_loading():
+    """Register :func:`_local_checkpoint_loader` as mmengine's loader for local paths (resume,
+    load_from, test checkpoints) in this process."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes='', loader=_local_checkpoint_loader, force=True)
+
+
+def check_checkpoint(path, source):
+    """ToolError unless ``path`` (from the option ``source``) is a readable checkpoint file
+    (structural check of influencer_core.run_files: nothing is unpickled); URLs pass."""
+    if '://' in str(path):
+        return
+    try:
+        check_checkpoint_file(str(path), source)
+    except CheckpointError as exc:
+        raise ToolError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------- config
@@ -230,19 +273,60 @@ def apply_train_options(cfg, args):
                             'base_batch_size=...) in the config')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        latest = _latest_checkpoint(cfg.work_dir)
+        if latest is None:  # mmengine would log "resumed from ... None" and start from scratch
+            start = f'load_from={cfg.load_from}' if cfg.get('load_from', None) else 'scratch'
+            print(f'warning: --resume: no checkpoint in {cfg.work_dir} to resume from (no last_checkpoint '
+                  f'file); starting from {start}', file=sys.stderr, flush=True)
+            cfg.resume = False
+        else:
+            check_checkpoint(latest, f'--resume, from {osp.join(cfg.work_dir, "last_checkpoint")}')
+            cfg.resume = True
+            cfg.load_from = None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise ToolError(f'--resume checkpoint not found: {args.resume}')
+        check_checkpoint(args.resume, '--resume')
         cfg.resume = True
         cfg.load_from = args.resume
     load_from = cfg.get('load_from', None)
-    if load_from and not cfg.get('resume', False) and '://' not in str(load_from) \
-            and not osp.isfile(load_from):
-        raise ToolError(f'load_from checkpoint not found: {load_from} (set it with '
-                        '--cfg-options load_from=PATH, or load_from=None to train from scratch)')
+    if load_from and not cfg.get('resume', False) and '://' not in str(load_from):
+        if not osp.isfile(load_from):
+            raise ToolError(f'load_from checkpoint not found: {load_from} (set it with '
+                            '--cfg-options load_from=PATH, or load_from=None to train from scratch)')
+        check_checkpoint(load_from, 'load_from')
     return cfg
+
+
+def _latest_checkpoint(work_dir):
+    """The checkpoint named by ``<work_dir>/last_checkpoint`` (what mmengine resumes from), None
+    without that file; ToolError when it names a missing file."""
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(marker):
+        return None
+    with open(marker) as f:
+        path = f.read().strip()
+    if not path or not osp.isfile(path):
+        raise ToolError(f'--resume: {marker} names {path or "nothing"}, which does not exist; restore it, '
+                        'give a checkpoint (--resume PATH), or pass --overwrite instead of --resume to start '
+                        'again')
+    return path
+
+
+def prepare_work_dir(cfg, overwrite=False):
+    """Refuse (ToolError) a work dir that holds a previous training run unless ``cfg.resume`` or
+    ``overwrite``; with ``overwrite``, delete that run's checkpoints and log folders first (on the
+    first process only: under torchrun every rank builds the config).  Returns the names removed."""
+    first = os.environ.get('RANK', '0') == '0'
+    if overwrite and not first:
+        return []
+    try:
+        return prepare_output_dir(cfg.work_dir, markers=RUN_MARKERS, also_remove=RUN_LOGS,
+                                  resume=bool(cfg.get('resume', False)), overwrite=overwrite,
+                                  keep=[cfg.get('load_from', None)], setting='--work-dir',
+                                  log=lambda msg: print(msg, flush=True))
+    except OutputDirError as exc:
+        raise ToolError(str(exc)) from None
 
 
 def make_runner(args, build):
@@ -256,6 +340,7 @@ def make_runner(args, build):
         return None, None
     set_cpu_threads(args.cpu_threads)
     allow_mmengine_checkpoints()  # mmengine checkpoints need full unpickling on torch >= 2.6
+    use_checked_checkpoint_loading()  # a damaged checkpoint: an error naming it
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     return cfg, (Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg))
