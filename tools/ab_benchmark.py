@@ -23,7 +23,12 @@ iteration budget and the validation interval overridden.  Writes to --output:
 * ab_results.md: final metrics (mean ± std over seeds), iterations needed to reach the
   Hungarian baseline's final PQ (2D) / mAP (3D), duplicate rate, seconds per iteration,
   criterion time (CUDA events on a GPU, wall time on CPU; 2D and 3D);
-* ab_curves.png: the main metrics against iteration (mean and min-max band).
+* ab_curves.png: the main metrics against iteration (mean and min-max band);
+* with --convergence, ab_convergence.md: the primary metric and duplicate rate at every
+  evaluation (mean ± 95 % interval over seeds), areas under the curves, iterations to
+  Hungarian's final metric (interpolated between evaluations) and whether Hungarian's curve
+  has flattened (< 1 point gained over the last 25 % of the schedule).  ``--reuse`` continues
+  an interrupted study without rerunning finished runs.
 """
 import argparse
 import importlib.util
@@ -217,6 +222,128 @@ def plot(results, args):
     fig.savefig(os.path.join(args.output, "ab_curves.png"), dpi=100)
 
 
+# ---- convergence statistics (--convergence) ------------------------------------------------------
+def interval95(values):
+    """(mean, half-width of the 95 % t-interval of the mean) of a list of seeds' values;
+    half-width None for a single value."""
+    from scipy.stats import t
+
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / len(values) ** 0.5
+
+
+def iterations_to(curve, target):
+    """First iteration where the mean curve ({iteration: mean}) reaches ``target``, linearly
+    interpolated between the two evaluations around the crossing; None if never reached."""
+    points = sorted(curve.items())
+    for i, (it, v) in enumerate(points):
+        if v >= target:
+            if i == 0:
+                return float(it)
+            it0, v0 = points[i - 1]
+            return it0 + (target - v0) / (v - v0) * (it - it0)
+    return None
+
+
+def value_at(curve, iteration):
+    """The mean curve linearly interpolated at ``iteration`` (clamped to the evaluated range)."""
+    points = sorted(curve.items())
+    if iteration <= points[0][0]:
+        return points[0][1]
+    for (it0, v0), (it1, v1) in zip(points, points[1:]):
+        if iteration <= it1:
+            return v0 + (iteration - it0) / (it1 - it0) * (v1 - v0)
+    return points[-1][1]
+
+
+def area_under_curve(curve):
+    """Trapezoidal area under the mean curve divided by its iteration span: the metric's mean
+    level over training (higher = better earlier and at the end)."""
+    points = sorted(curve.items())
+    if len(points) < 2:
+        return points[0][1] if points else None
+    area = sum((it1 - it0) * (v0 + v1) / 2 for (it0, v0), (it1, v1) in zip(points, points[1:]))
+    return area / (points[-1][0] - points[0][0])
+
+
+def convergence_summary(results, primary, iters):
+    """Per arm: the primary metric and duplicate rate at every evaluation (mean, 95 % interval),
+    area under the curve, final value, iterations to Hungarian's final value (interpolated), and
+    for Hungarian the gain over the last 25 % of the schedule (its curve has flattened when
+    that gain is below 1 point)."""
+    out = {}
+    means = {}
+    for arm, runs in results.items():
+        rows = []
+        for key in (primary, "duplicate_rate"):
+            curve = mean_curve([r["evals"] for r in runs], key)
+            for it, vals in curve.items():
+                m, h = interval95(vals)
+                rows.append({"metric": key, "iteration": it, "mean": m, "ci95": h, "n": len(vals)})
+            if key == primary:
+                means[arm] = {it: statistics.mean(v) for it, v in curve.items()}
+        out[arm] = {"evaluations": rows}
+    for arm, curve in means.items():
+        if not curve:
+            continue
+        final_vals = mean_curve([r["evals"] for r in results[arm]], primary)[max(curve)]
+        m, h = interval95(final_vals)
+        out[arm].update(final_mean=m, final_ci95=h, auc=area_under_curve(curve))
+    hung = means.get("hungarian")
+    if hung:
+        target = hung[max(hung)]
+        gain = target - value_at(hung, 0.75 * iters)
+        out["hungarian"].update(last_quarter_gain=gain, flattened=gain < 1.0)
+        for arm, curve in means.items():
+            reach = iterations_to(curve, target) if curve else None
+            out[arm].update(iterations_to_hungarian_final=reach,
+                            fraction_of_schedule=None if reach is None else reach / iters)
+    return out
+
+
+def write_convergence_report(summary, args):
+    """ab_convergence.md: the per-evaluation table (mean ± 95 % interval over seeds) and the
+    summary numbers of :func:`convergence_summary`."""
+    primary = PRIMARY[args.task]
+    arms_ = list(summary)
+    fmt_ci = lambda m, h: "n/a" if m is None else (f"{m:.1f}" if h is None else f"{m:.1f} ± {h:.1f}")  # noqa: E731
+    lines = [f"# Convergence study ({args.task.upper()})", "",
+             f"{args.iters} iterations, seeds {args.seeds}, evaluation every {args.eval_period} iterations; "
+             "mean ± half-width of the 95 % t-interval over seeds.", ""]
+    if "hungarian" in summary and "last_quarter_gain" in summary["hungarian"]:
+        g = summary["hungarian"]["last_quarter_gain"]
+        lines += [f"Hungarian's {primary} gained {g:.2f} points over the last 25 % of the schedule "
+                  f"({'flattened: < 1 point' if g < 1 else 'NOT flattened: the schedule is too short to judge'}).", ""]
+    lines += [f"| arm | final {primary} | area under the {primary} curve | iterations to Hungarian's final "
+              f"{primary} | final duplicate rate % |", "|---|---|---|---|---|"]
+    for arm in arms_:
+        s = summary[arm]
+        reach = s.get("iterations_to_hungarian_final")
+        reach = "not reached" if reach is None else f"{reach:.0f} ({100 * s['fraction_of_schedule']:.0f} %)"
+        dup = [r for r in s["evaluations"] if r["metric"] == "duplicate_rate"]
+        dup = fmt_ci(dup[-1]["mean"], dup[-1]["ci95"]) if dup else "n/a"
+        auc = "n/a" if s.get("auc") is None else f"{s['auc']:.1f}"
+        lines.append(f"| {arm} | {fmt_ci(s.get('final_mean'), s.get('final_ci95'))} | {auc} | {reach} | {dup} |")
+    for key, label in ((primary, primary), ("duplicate_rate", "duplicate rate %")):
+        its = sorted({r["iteration"] for a in arms_ for r in summary[a]["evaluations"] if r["metric"] == key})
+        lines += ["", f"{label} at every evaluation:", "", "| iteration | " + " | ".join(arms_) + " |",
+                  "|---" * (len(arms_) + 1) + "|"]
+        for it in its:
+            cells = []
+            for a in arms_:
+                row = [r for r in summary[a]["evaluations"] if r["metric"] == key and r["iteration"] == it]
+                cells.append(fmt_ci(row[0]["mean"], row[0]["ci95"]) if row else "n/a")
+            lines.append(f"| {it} | " + " | ".join(cells) + " |")
+    with open(os.path.join(args.output, "ab_convergence.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def canonical_arm(name):
     """The arm's current name; an old name prints a deprecation warning."""
     arm = arms.canonical(name, warn=False)
@@ -241,12 +368,21 @@ def main(argv=None):
     ap.add_argument("--num-gpus", type=int, default=1)
     ap.add_argument("--output", default=None, help="default: output/ab_2d or output/ab_3d")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs found in --output")
+    ap.add_argument("--convergence", action="store_true",
+                    help="convergence study: >= 10 evaluations (default period: iters / 10), and "
+                         "ab_convergence.md with 95 %% intervals, areas under the curves, interpolated "
+                         "iterations to Hungarian's final metric and whether Hungarian's curve flattened")
     ap.add_argument("opts", nargs=argparse.REMAINDER,
                     help="extra overrides: 2D KEY VALUE ..., 3D key=value ... (mmengine --cfg-options)")
     args = ap.parse_args(argv)
     three_d = args.task == "3d"
     args.iters = args.iters or (300 if three_d else 800)
+    if args.convergence and args.eval_period is None:
+        args.eval_period = max(args.iters // 10, 1)
     args.eval_period = args.eval_period or (100 if three_d else 200)
+    if args.convergence and args.iters // args.eval_period < 10:
+        ap.error(f"--convergence needs >= 10 evaluations: --eval-period {args.eval_period} gives "
+                 f"{args.iters // args.eval_period} over {args.iters} iterations")
     args.output = args.output or os.path.join(ROOT, "output", f"ab_{args.task}")
     try:
         args.arms = list(dict.fromkeys(canonical_arm(a) for a in args.arms))
@@ -268,11 +404,14 @@ def main(argv=None):
             else:
                 evals, timing = summarise_run(run_one(args, a, s, out_dir), args.iters)
             results[a].append({"seed": s, "evals": evals, "timing": timing})
+    summary = convergence_summary(results, PRIMARY[args.task], args.iters)
     with open(os.path.join(args.output, "ab_results.json"), "w") as f:
         json.dump({"task": args.task, "config": args.config_file if not three_d else args.configs_3d,
                    "iters": args.iters, "eval_period": args.eval_period,
-                   "seeds": args.seeds, "results": results}, f, indent=1)
+                   "seeds": args.seeds, "results": results, "convergence": summary}, f, indent=1)
     write_report(results, args)
+    if args.convergence:
+        write_convergence_report(summary, args)
     plot(results, args)
     print(f"wrote {args.output}/ab_results.json, ab_results.md, ab_curves.png")
 

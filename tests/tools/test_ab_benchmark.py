@@ -119,3 +119,47 @@ def test_ab_benchmark_arms_and_3d_configs_follow_the_rule(tmp_path, monkeypatch,
     for arm in ab.arms.ARMS:
         cmd = ab.train_net_cmd(Args2D, arm, 0, str(tmp_path / arm))
         assert cmd[cmd.index("MODEL.MASK_FORMER.CRITERION") + 1] == ab.arms.criterion_2d(arm)
+
+
+def test_convergence_statistics_on_known_curves(tmp_path):
+    ab = _ab_module()
+    # t(0.975, 2) = 4.303: three seeds 1, 2, 3 -> mean 2, half-width 4.303 * 1 / sqrt(3)
+    m, h = ab.interval95([1.0, 2.0, 3.0])
+    assert m == 2.0 and abs(h - 4.3027 / 3 ** 0.5) < 1e-3
+    assert ab.interval95([5.0]) == (5.0, None)
+    curve = {100: 10.0, 200: 20.0, 300: 30.0, 400: 31.0}
+    assert ab.iterations_to(curve, 25.0) == 250.0  # interpolated between 200 and 300
+    assert ab.iterations_to(curve, 5.0) == 100.0 and ab.iterations_to(curve, 40.0) is None
+    assert ab.value_at(curve, 350) == 30.5 and ab.value_at(curve, 50) == 10.0
+    assert ab.area_under_curve({0: 0.0, 10: 10.0}) == 5.0
+
+    def runs(values_by_seed):
+        return [{"seed": s, "evals": [{"iteration": it, "PQ": v, "duplicate_rate": 30.0 - v / 10}
+                                      for it, v in vals.items()]} for s, vals in enumerate(values_by_seed)]
+
+    results = {"hungarian": runs([{100: 10, 200: 20, 300: 29, 400: 30}, {100: 12, 200: 22, 300: 31, 400: 32}]),
+               "ot": runs([{100: 20, 200: 31, 300: 33, 400: 35}, {100: 22, 200: 33, 300: 35, 400: 37}])}
+    summary = ab.convergence_summary(results, "PQ", iters=400)
+    hung, ot = summary["hungarian"], summary["ot"]
+    assert hung["final_mean"] == 31.0 and ot["final_mean"] == 36.0
+    assert hung["last_quarter_gain"] == 1.0 and hung["flattened"] is False  # 31 - value at 300 (30)
+    # ot's mean curve crosses 31 between (100, 21) and (200, 32)
+    assert abs(ot["iterations_to_hungarian_final"] - (100 + 10 / 11 * 100)) < 1e-9
+    assert abs(ot["fraction_of_schedule"] - ot["iterations_to_hungarian_final"] / 400) < 1e-12
+    assert ot["auc"] > hung["auc"]
+    dup = [r for r in ot["evaluations"] if r["metric"] == "duplicate_rate"]
+    assert [r["iteration"] for r in dup] == [100, 200, 300, 400] and dup[0]["n"] == 2
+
+    class Args:
+        task, iters, seeds, eval_period, output = "2d", 400, [0, 1], 100, str(tmp_path)
+
+    ab.write_convergence_report(summary, Args)
+    text = (tmp_path / "ab_convergence.md").read_text()
+    assert "NOT flattened" in text and "| ot | 36.0 ± " in text and "191 (48 %)" in text
+
+
+def test_convergence_mode_needs_ten_evaluations(capsys):
+    ab = _ab_module()
+    with pytest.raises(SystemExit):
+        ab.main(["--convergence", "--iters", "100", "--eval-period", "20"])
+    assert "needs >= 10 evaluations" in capsys.readouterr().err
