@@ -57,12 +57,12 @@ METRICS = {"PQ": "panoptic_seg/PQ", "SQ": "panoptic_seg/SQ", "RQ": "panoptic_seg
            "duplicate_rate": "duplicates/rate"}
 # metric name in the report -> key logged by UnifiedSegMetric (fractions; reported in percent)
 METRICS_3D = {"mAP": "all_ap", "mAP50": "all_ap_50%", "mAP25": "all_ap_25%", "mIoU": "miou", "PQ": "pq",
-              "duplicate_rate": "duplicate_rate"}
+              "duplicate_rate": "duplicate_rate", "duplicate_rate_per_query": "duplicate_rate_per_query"}
 # per task: report columns (label, key) and the metric the "iterations to Hungarian's final" column uses
 COLUMNS = {"2d": [("PQ", "PQ"), ("PQ things", "PQ_th"), ("PQ stuff", "PQ_st"), ("mask AP", "AP"),
                   ("duplicate rate %", "duplicate_rate")],
            "3d": [("mAP", "mAP"), ("mAP50", "mAP50"), ("mAP25", "mAP25"), ("mIoU", "mIoU"), ("PQ", "PQ"),
-                  ("duplicate rate %", "duplicate_rate")]}
+                  ("duplicate rate %", "duplicate_rate"), ("per query %", "duplicate_rate_per_query")]}
 PRIMARY = {"2d": "PQ", "3d": "mAP"}
 
 

@@ -133,7 +133,8 @@ def summarize(metrics, per_class):
     rows.append(f'{"overall":<16}' + ''.join(f'{pct(v):>8}' for v in overall))
     extra = [f'{name} {pct(metrics[key]).strip()}' for key, name in
              (('miou', 'semantic mIoU'), ('pq', 'panoptic PQ'),
-              ('duplicate_rate', 'duplicate rate')) if key in metrics]
+              ('duplicate_rate', 'duplicate rate'),
+              ('duplicate_rate_per_query', 'duplicate rate per query')) if key in metrics]
     text = 'Instance segmentation (%), per class and overall:\n' + '\n'.join(rows)
     if extra:
         text += '\n' + ', '.join(extra)

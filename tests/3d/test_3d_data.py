@@ -539,6 +539,29 @@ def test_unified_metric_s3dis(s3dis_root, scope, tmp_path):
     assert worse['miou'] < 1.0
 
 
+def test_duplicate_rate_per_query_counts_copies_of_different_queries_only(s3dis_root, scope):
+    """One query reported under two classes is a duplicate of the plain rate, not of the
+    per-query rate; the same mask from two queries is a duplicate of both."""
+    ds = _s3dis(s3dis_root, 5, S3DIS_TEST, test_mode=True)
+    ev = ds[0]['data_samples'].eval_ann_info
+    pred = _s3dis_prediction(ev)
+    n = len(pred['instance_scores'])
+    masks = pred['pts_instance_mask'][0]
+    # the first instance again, once from its own query (another class) and once from query n
+    pred['pts_instance_mask'][0] = np.concatenate([masks, masks[:1], masks[:1]])
+    pred['instance_labels'] = np.concatenate([pred['instance_labels'], [0, 1]])
+    n_counted = int((pred['instance_scores'] >= 0.5).sum())  # the metric's duplicate_score_thr
+    pred['instance_scores'] = np.concatenate([pred['instance_scores'], [0.95, 0.94]])
+    pred['instance_queries'] = np.concatenate([np.arange(n), [0, n]])
+    metric = _s3dis_metric()
+    metric.dataset_meta = ds.metainfo
+    res = metric.compute_metrics([(ev, pred)])
+    # plain: the original and the 0.94 copy duplicate the 0.95 one; per query: query 0 keeps its
+    # 0.95 prediction only, and query n's copy is the one duplicate
+    assert res['duplicate_rate'] == pytest.approx(2 / (n_counted + 2))
+    assert res['duplicate_rate_per_query'] == pytest.approx(1 / (n_counted + 1))
+
+
 def test_instance_eval_counts_class_zero(s3dis_root, scope):
     """mmdet3d 1.4's instance_seg_eval needs tensors, one id per point, and drops every
     ground-truth instance of class id 0 (S3DIS ceiling); ours counts it."""

@@ -17,6 +17,16 @@ from .instance_seg_eval import instance_seg_eval
 DEFAULT_LOGGER_KEYS = (('miou',), ('all_ap', 'all_ap_50%', 'all_ap_25%'), ('pq',))
 
 
+def _one_per_query(masks, scores, queries):
+    """(masks, scores) as torch tensors keeping each query's best-scored prediction only."""
+    masks = np.asarray(masks, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind='stable')  # best first; ties by index
+    _, first = np.unique(np.asarray(queries, dtype=np.int64).reshape(-1)[order], return_index=True)
+    keep = np.sort(order[first])
+    return torch.from_numpy(masks[keep]), torch.from_numpy(scores[keep])
+
+
 def s3dis_panoptic_gt(semantic_mask, instance_mask, stuff_class_inds):
     """S3DIS panoptic ground truth: every stuff class becomes one segment, then the segment
     ids are renumbered 0..M-1.
@@ -78,7 +88,9 @@ class UnifiedSegMetric(SegMetric):
             (``<prefix>/<scene>.txt`` + ``<prefix>/predicted_masks/``).
         duplicate_score_thr (float): predictions scored at least this count towards
             ``duplicate_rate`` (fraction of them with IoU > 0.5 to a higher-scored one:
-            :func:`influencer_core.metrics.duplicate_counts`, ties included).
+            :func:`influencer_core.metrics.duplicate_counts`, ties included); with the
+            predictions' ``instance_queries`` also ``duplicate_rate_per_query``, where a query
+            reported under several classes counts once (its best-scored prediction).
         **kwargs: ``SegMetric`` arguments (``collect_device``, ``prefix``...).
 
     After ``compute_metrics`` the full results (per-class IoU / AP / PQ and the instance table
@@ -176,7 +188,7 @@ class UnifiedSegMetric(SegMetric):
 
         gt_sem, pred_sem = [], []
         gt_pan, pred_pan = [], []
-        gt_inst_sem, gt_inst, pred_masks, pred_labels, pred_scores = [], [], [], [], []
+        gt_inst_sem, gt_inst, pred_masks, pred_labels, pred_scores, pred_queries = [], [], [], [], [], []
         for eval_ann, pred in results:
             sem_gt = np.asarray(eval_ann['pts_semantic_mask'])
             inst_gt = np.asarray(eval_ann['pts_instance_mask'])
@@ -197,6 +209,7 @@ class UnifiedSegMetric(SegMetric):
             pred_masks.append(np.asarray(pred['pts_instance_mask'][0]))
             pred_labels.append(np.asarray(pred['instance_labels']))
             pred_scores.append(np.asarray(pred['instance_scores']))
+            pred_queries.append(np.asarray(pred['instance_queries']) if 'instance_queries' in pred else None)
 
         ret_pan = panoptic_seg_eval(gt_pan, pred_pan, classes, thing_classes, stuff_classes,
                                     self.min_num_points, self.id_offset, label2cat,
@@ -222,4 +235,10 @@ class UnifiedSegMetric(SegMetric):
                                          self.duplicate_score_thr)
                         for m, sc in zip(pred_masks, pred_scores)]).reshape(-1, 2)
         metrics['duplicate_rate'] = float(dup[:, 0].sum() / max(dup[:, 1].sum(), 1))
+        if pred_queries and all(q is not None for q in pred_queries):
+            # per query: a query reported under several classes counts once (its best-scored
+            # prediction), so only copies made by different queries count - what a loss can fix
+            dup = np.array([duplicate_counts(*_one_per_query(m, sc, q), self.duplicate_score_thr)
+                            for m, sc, q in zip(pred_masks, pred_scores, pred_queries)]).reshape(-1, 2)
+            metrics['duplicate_rate_per_query'] = float(dup[:, 0].sum() / max(dup[:, 1].sum(), 1))
         return metrics

@@ -18,7 +18,8 @@ scene mean, averaged per voxel; ``in_channels = F + 3``) -> ``input_conv`` (SubM
 
 ``predict`` sets ``data_sample.pred_pts_seg = PointData(pts_semantic_mask=[sem [N], pan_sem [N]],
 pts_instance_mask=[inst bool [n_inst, N], pan_inst [N]], instance_labels [n_inst],
-instance_scores [n_inst])`` (numpy) over the scene's original points, for every scene of the batch.
+instance_scores [n_inst], instance_queries [n_inst] (the query of each instance; ours only))``
+(numpy) over the scene's original points, for every scene of the batch.
 """
 import spconv.pytorch as spconv
 import torch
@@ -181,7 +182,7 @@ class _OneFormer3DBase(Base3DDetector):
 
     # ------------------------------------------------------------------ inference
     def _instances(self, cls_logits, obj_scores, mask_logits, superpoints, score_threshold,
-                   norm_thr=None):
+                   norm_thr=None, return_queries=False):
         """Instance candidates of one scene (upstream's inference).
 
         Args:
@@ -228,12 +229,15 @@ class _OneFormer3DBase(Base3DDetector):
             inside = logits > 0 if norm_thr is None else probs > norm_thr
             scores = scores * (probs * inside).sum(1) / (inside.sum(1) + 1e-6)
         if cfg.get('nms', None):
-            scores, labels, probs, _ = mask_matrix_nms(probs, labels, scores,
-                                                       kernel=cfg.matrix_nms_kernel)
+            scores, labels, probs, order = mask_matrix_nms(probs, labels, scores,
+                                                           kernel=cfg.matrix_nms_kernel)
+            query = query[order]
         masks = (probs > cfg.sp_score_thr)[:, superpoints]
         keep = scores > score_threshold
-        masks, labels, scores = masks[keep], labels[keep], scores[keep]
+        masks, labels, scores, query = masks[keep], labels[keep], scores[keep], query[keep]
         keep = masks.sum(1) > cfg.npoint_thr
+        if return_queries:  # which query each instance came from (duplicate rate per query)
+            return masks[keep], labels[keep], scores[keep], query[keep]
         return masks[keep], labels[keep], scores[keep]
 
     @staticmethod
@@ -245,12 +249,15 @@ class _OneFormer3DBase(Base3DDetector):
         return torch.where(small[inst_map], torch.zeros_like(inst_map), inst_map)
 
     @staticmethod
-    def _point_data(sem, pan_sem, inst_masks, pan_inst, labels, scores):
-        return PointData(
+    def _point_data(sem, pan_sem, inst_masks, pan_inst, labels, scores, queries=None):
+        data = PointData(
             pts_semantic_mask=[sem.cpu().numpy(), pan_sem.cpu().numpy()],
             pts_instance_mask=[inst_masks.cpu().bool().numpy(), pan_inst.cpu().numpy()],
             instance_labels=labels.cpu().numpy(),
             instance_scores=scores.cpu().numpy())
+        if queries is not None:
+            data.instance_queries = queries.cpu().numpy()
+        return data
 
 
 @register_model()
@@ -393,16 +400,18 @@ class S3DISOneFormer3D(_OneFormer3DBase):
         scores = out['scores'][0]
         n = self.test_cfg.num_sem_cls
         inst = self.pred_inst(masks[:-n], None if scores is None else scores[:-n], cls[:-n],
-                              superpoints, self.test_cfg.inst_score_thr)
+                              superpoints, self.test_cfg.inst_score_thr, return_queries=True)
         sem = self.pred_sem(masks[-n:], superpoints)
         pan_sem, pan_inst = self.pred_pan(masks, scores, cls, superpoints)
-        return [self._point_data(sem, pan_sem, inst[0], pan_inst, inst[1], inst[2])]
+        return [self._point_data(sem, pan_sem, inst[0], pan_inst, inst[1], inst[2], inst[3])]
 
-    def pred_inst(self, pred_masks, pred_scores, pred_labels, superpoints, score_threshold):
+    def pred_inst(self, pred_masks, pred_scores, pred_labels, superpoints, score_threshold,
+                  return_queries=False):
         """Instances from the instance queries: masks [Q, V], scores [Q, 1] | None, labels
-        [Q, C + 1], superpoints [N] -> (masks [n, N] bool, labels [n], scores [n])."""
+        [Q, C + 1], superpoints [N] -> (masks [n, N] bool, labels [n], scores [n][, query [n]])."""
         return self._instances(pred_labels, pred_scores, pred_masks, superpoints, score_threshold,
-                               norm_thr=self.test_cfg.get('obj_normalization_thr', None))
+                               norm_thr=self.test_cfg.get('obj_normalization_thr', None),
+                               return_queries=return_queries)
 
     def pred_sem(self, pred_masks, superpoints):
         """Semantic map: semantic-query masks [n_sem, V], superpoints [N] -> [N] (argmax of the
@@ -584,15 +593,15 @@ class ScanNetOneFormer3D(_OneFormer3DBase):
 
     def predict_by_feat(self, out, superpoints):
         """One scene: decoder output (lists of length 1), [N] superpoint ids -> ``[PointData]``."""
-        inst = self.predict_by_feat_instance(out, superpoints, self.test_cfg.inst_score_thr)
+        inst = self.predict_by_feat_instance(out, superpoints, self.test_cfg.inst_score_thr, return_queries=True)
         sem = self.predict_by_feat_semantic(out, superpoints)
         pan_sem, pan_inst = self.predict_by_feat_panoptic(out, superpoints)
-        return [self._point_data(sem, pan_sem, inst[0], pan_inst, inst[1], inst[2])]
+        return [self._point_data(sem, pan_sem, inst[0], pan_inst, inst[1], inst[2], inst[3])]
 
-    def predict_by_feat_instance(self, out, superpoints, score_threshold):
-        """-> (masks [n, N] bool, labels [n], scores [n])."""
+    def predict_by_feat_instance(self, out, superpoints, score_threshold, return_queries=False):
+        """-> (masks [n, N] bool, labels [n], scores [n][, query [n]])."""
         return self._instances(out['cls_preds'][0], out['scores'][0], out['masks'][0],
-                               superpoints, score_threshold, norm_thr=None)
+                               superpoints, score_threshold, norm_thr=None, return_queries=return_queries)
 
     def predict_by_feat_semantic(self, out, superpoints, classes=None):
         """argmax of ``sem_preds`` over ``classes`` (default all but the last) -> [N]."""
