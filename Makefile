@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 export THP_MEM_ALLOC_ENABLE ?= 1
 
 DEMO_CFG := projects/InfluencerFormer2D/configs/synthetic.yaml
+# OUTPUT_DIR of $(DEMO_CFG) (where train_net.py and visualize_predictions.py write)
+DEMO_OUT := output/synthetic_influencer_ot
 
 .PHONY: install install-core demo data-2d test test-core lint benchmark
 
@@ -21,11 +23,13 @@ data-2d: install
 	$(PY) datasets/prepare_synthetic_2d.py
 
 # Embedded default: synthetic COCO-format data, a small InfluencerFormer2D trained on CPU,
-# PQ/AP evaluation (output/synthetic_influencer_ot/metrics.json, TensorBoard events) and a PNG.
+# PQ/AP evaluation (output/synthetic_influencer_ot/metrics.json, TensorBoard events), predictions.png
+# and the training curves, curves.png.
 # --overwrite: each `make demo` is a fresh run (the previous demo's checkpoints and logs are deleted).
 demo: data-2d
 	$(PY) tools/train_net.py --config-file $(DEMO_CFG) --overwrite
 	$(PY) tools/visualize_predictions.py --config-file $(DEMO_CFG)
+	$(PY) tools/plot_metrics.py $(DEMO_OUT) --out $(DEMO_OUT)/curves.png
 
 test: install
 	$(PY) -m pytest -q tests

@@ -108,6 +108,11 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+    # Instance inference (not in Mask2Former): False keeps its top-k over query x class pairs, where
+    # one query can be reported under several classes; True reports each query once, under its
+    # best class (in a panoptic model a query whose best class is stuff gives no instance).
+    # Effect on AP: docs/one_class_per_query.md.
+    cfg.MODEL.MASK_FORMER.TEST.ONE_CLASS_PER_QUERY = False
 
     # Images are padded to a multiple of this in the model (overrides a backbone whose
     # size_divisibility is 0, e.g. ResNet).

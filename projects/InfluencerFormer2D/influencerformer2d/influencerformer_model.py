@@ -23,7 +23,7 @@ from influencer_core.timing import DeviceTimer
 
 from .config import CRITERION_OPTION_KEYS
 
-__all__ = ["InfluencerFormer", "build_criterion_from_cfg"]
+__all__ = ["InfluencerFormer", "build_criterion_from_cfg", "top_query_classes"]
 
 
 def build_criterion_from_cfg(cfg, num_classes: int):
@@ -46,6 +46,22 @@ def build_criterion_from_cfg(cfg, num_classes: int):
     return build_criterion(name, num_classes=num_classes, **kwargs)
 
 
+def top_query_classes(scores: torch.Tensor, k: int, one_class_per_query: bool = False):
+    """The k best (query, class) pairs of class probabilities ``scores`` [Q, C] (no-object dropped).
+
+    Default (Mask2Former): top-k over all Q x C pairs, so a query can come back under several
+    classes. ``one_class_per_query``: each query keeps only its best class, then the top-k queries.
+    Returns (scores [k'], labels [k'], query indices [k']) with k' = min(k, Q x C) or min(k, Q).
+    """
+    num_queries, num_classes = scores.shape
+    if one_class_per_query:
+        best, labels = scores.max(-1)
+        top_scores, query = best.topk(min(k, num_queries), sorted=False)
+        return top_scores, labels[query], query
+    top_scores, top_idx = scores.flatten().topk(min(k, scores.numel()), sorted=False)
+    return top_scores, top_idx % num_classes, torch.div(top_idx, num_classes, rounding_mode="floor")
+
+
 @META_ARCH_REGISTRY.register()
 class InfluencerFormer(nn.Module):
     """Mask2Former-style mask classification model; the criterion comes from influencer_core.
@@ -59,7 +75,8 @@ class InfluencerFormer(nn.Module):
                  weight_dict: Dict[str, float], num_queries: int, object_mask_threshold: float,
                  overlap_threshold: float, metadata, size_divisibility: int,
                  sem_seg_postprocess_before_inference: bool, pixel_mean: Tuple[float], pixel_std: Tuple[float],
-                 semantic_on: bool, panoptic_on: bool, instance_on: bool, test_topk_per_image: int):
+                 semantic_on: bool, panoptic_on: bool, instance_on: bool, test_topk_per_image: int,
+                 one_class_per_query: bool = False):
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
@@ -77,6 +94,7 @@ class InfluencerFormer(nn.Module):
         self.instance_on = instance_on
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
+        self.one_class_per_query = one_class_per_query
         self.pending_scalars: Dict[str, object] = {}
         if not semantic_on and not sem_seg_postprocess_before_inference:
             raise ValueError("SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE must be on unless SEMANTIC_ON")
@@ -107,6 +125,7 @@ class InfluencerFormer(nn.Module):
             "instance_on": test.INSTANCE_ON,
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "one_class_per_query": test.ONE_CLASS_PER_QUERY,
         }
 
     @property
@@ -235,15 +254,12 @@ class InfluencerFormer(nn.Module):
         return panoptic_seg, segments_info
 
     def instance_inference(self, mask_cls, mask_pred):
-        """Top-k (query, class) pairs scored by class prob x mean mask prob inside the mask."""
-        num_classes = self.sem_seg_head.num_classes
-        num_queries = mask_cls.shape[0]
+        """Top-k (query, class) pairs scored by class prob x mean mask prob inside the mask
+        (one class per query with ``one_class_per_query``, see :func:`top_query_classes`).
+
+        [Q, C+1], [Q, H, W] -> Instances with pred_masks, pred_boxes (zeros), scores, pred_classes."""
         scores = F.softmax(mask_cls, dim=-1)[:, :-1]
-        labels = torch.arange(num_classes, device=mask_cls.device).repeat(num_queries)
-        k = min(self.test_topk_per_image, scores.numel())
-        top_scores, top_idx = scores.flatten().topk(k, sorted=False)
-        top_labels = labels[top_idx]
-        query = torch.div(top_idx, num_classes, rounding_mode="floor")
+        top_scores, top_labels, query = top_query_classes(scores, self.test_topk_per_image, self.one_class_per_query)
         masks = mask_pred[query]
         if self.panoptic_on:  # panoptic models: instances are the thing classes only
             things = torch.tensor(sorted(self._thing_ids()), device=mask_cls.device, dtype=torch.long)
