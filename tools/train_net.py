@@ -7,7 +7,8 @@
 
 The criterion is chosen by MODEL.MASK_FORMER.CRITERION (hungarian,
 reference, ot).  Without a GPU, MODEL.DEVICE falls back
-to cpu.
+to cpu; on the CPU ``--num-gpus N`` starts N worker processes joined
+by gloo (influencerformer2d.launch).
 """
 import copy
 import itertools
@@ -21,7 +22,7 @@ import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
@@ -42,6 +43,7 @@ from influencerformer2d.hooks import (
     epsilon_schedule_from_cfg,
     unwrap_model,
 )
+from influencerformer2d.launch import launch
 from influencerformer2d.data.dataset_mappers import (
     COCOInstanceLSJDatasetMapper,
     COCOPanopticLSJDatasetMapper,
@@ -179,7 +181,8 @@ class Trainer(DefaultTrainer):
         return optimizer
 
 
-def setup(args):
+def load_cfg(args):
+    """The frozen config of the command line (MODEL.DEVICE cpu without CUDA); writes nothing."""
     cfg = get_cfg()
     add_deeplab_config(cfg)
     add_influencerformer_config(cfg)
@@ -188,6 +191,11 @@ def setup(args):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    cfg = load_cfg(args)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="influencerformer2d")
     if cfg.MODEL.DEVICE == "cpu":
@@ -213,4 +221,4 @@ if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+           dist_url=args.dist_url, args=(args,), device=load_cfg(args).MODEL.DEVICE)
