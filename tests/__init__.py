@@ -2,9 +2,10 @@
 
 A package, so that pytest imports ``tests/conftest.py`` as ``tests.conftest`` from the
 repository root and the shared helpers import as ``tests.oracles``, ``tests.upstream_weights``,
-``tests.batches``.  The test folders (core, 2d, 3d, tools, generators) are not packages: their
-test modules have distinct names, and each folder's conftest.py holds what its files share
-(skips, the ``full_stack`` marker).
+``tests.batches``, ``tests.ddp_digests`` (and the multi-process tests' entry points
+``tests.ddp_probe_2d`` / ``tests.ddp_probe_3d``, started in subprocesses).  The test folders
+(core, 2d, 3d, tools, generators) are not packages: their test modules have distinct names,
+and each folder's conftest.py holds what its files share (skips, the ``full_stack`` marker).
 """
 import importlib.util
 import os

@@ -9,7 +9,7 @@
 # Runs tools/test_3d.py with the config tools/train_3d.sh uses for DATASET / ARM (tools/arms.py;
 # old arm names baseline / influencer warn); results go to
 # work_dirs/<dataset>_<arm>/eval/test_metrics.json.  Same environment variables as
-# tools/train_3d.sh (GPUS, PORT, PRINT_ONLY, PYTHON_BIN).
+# tools/train_3d.sh (GPUS, CPU, NNODES, NODE_RANK, MASTER_ADDR, PORT, PRINT_ONLY, PYTHON_BIN).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,7 +23,8 @@ usage: tools/eval_3d.sh s3dis|scannet|synthetic hungarian|reference|ot CHECKPOIN
 examples:
   tools/eval_3d.sh synthetic ot work_dirs/synthetic_ot/iter_300.pth
   tools/eval_3d.sh s3dis hungarian work_dirs/s3dis_hungarian/best_all_ap_50%_epoch_512.pth --show-dir vis
-env: GPUS=N (default 1 with a GPU, else 0 = CPU), PORT, PRINT_ONLY=1, PYTHON_BIN
+env: GPUS=N (default 1 with a GPU, else 0 = CPU), CPU=1, NNODES, NODE_RANK, MASTER_ADDR, PORT,
+     PRINT_ONLY=1, PYTHON_BIN
 EOF
   if [[ -n "${1:-}" ]]; then echo "error: $1" >&2; exit 2; fi
   exit 0

@@ -6,7 +6,7 @@
     python tools/train_3d.py CONFIG --resume work_dirs/x/iter_100.pth          # a given checkpoint
     python tools/train_3d.py CONFIG --work-dir work_dirs/x --overwrite     # delete the run in it first
     python tools/train_3d.py CONFIG --cfg-options train_cfg.max_iters=5 --data-root /data/s3dis
-    torchrun --nproc_per_node=4 tools/train_3d.py CONFIG --launcher pytorch    # several GPUs
+    torchrun --nproc_per_node=4 tools/train_3d.py CONFIG --launcher pytorch    # 4 GPUs (no GPU: 4 CPU processes)
 
 Behaves like mmdet3d's tools/train.py.  On top of it:
 
@@ -18,9 +18,10 @@ Behaves like mmdet3d's tools/train.py.  On top of it:
   A config with a ``synthetic_data`` entry generates its rooms with ``influencer_data.synthetic_3d``
   (what ``datasets/prepare_synthetic_3d.py`` runs); for real data the tool stops (exit 2) and
   prints the preparation command;
-* mmengine picks the device: CUDA when available, else CPU.  ``--launcher pytorch`` and
-  ``--amp`` need CUDA and stop with a clear message without it.  On CPU, torch runs one
-  intra-op thread unless ``--cpu-threads`` or ``OMP_NUM_THREADS`` says otherwise;
+* mmengine picks the device: CUDA when available, else CPU.  ``--amp`` needs CUDA and stops
+  with a clear message without it; ``--launcher pytorch`` without CUDA runs the torchrun
+  workers on the CPU, joined by gloo (:mod:`influencerformer3d.distributed`).  On CPU, torch
+  runs one intra-op thread unless ``--cpu-threads`` or ``OMP_NUM_THREADS`` says otherwise;
 * checkpoints (``--resume``, ``load_from``) are unpickled fully, as mmengine 0.10 expects
   (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` unless set): load only checkpoints you trust.  A file
   that is empty, cut short or not a checkpoint stops the tool (exit 2) naming it, before data

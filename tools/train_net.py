@@ -11,7 +11,8 @@ TensorBoard events) stops with an error unless --resume continues it or --overwr
 files first (otherwise model_final.pth would be replaced and metrics.json mix two runs).
 The criterion is chosen by MODEL.MASK_FORMER.CRITERION (hungarian,
 reference, ot).  Without a GPU, MODEL.DEVICE falls back
-to cpu.
+to cpu; on the CPU ``--num-gpus N`` starts N worker processes joined
+by gloo (influencerformer2d.launch).
 """
 import copy
 import itertools
@@ -25,7 +26,7 @@ import torch
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
@@ -48,6 +49,7 @@ from influencerformer2d.hooks import (
     epsilon_schedule_from_cfg,
     unwrap_model,
 )
+from influencerformer2d.launch import launch
 from influencerformer2d.data.dataset_mappers import (
     COCOInstanceLSJDatasetMapper,
     COCOPanopticLSJDatasetMapper,
@@ -216,7 +218,8 @@ def check_output_dir(cfg, args):
     comm.synchronize()
 
 
-def setup(args):
+def load_cfg(args):
+    """The frozen config of the command line (MODEL.DEVICE cpu without CUDA); writes nothing."""
     cfg = get_cfg()
     add_deeplab_config(cfg)
     add_influencerformer_config(cfg)
@@ -225,6 +228,11 @@ def setup(args):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    cfg = load_cfg(args)
     if not args.eval_only:
         check_output_dir(cfg, args)
     default_setup(cfg, args)
@@ -267,7 +275,7 @@ def cli(argv=None):
     print("Command Line Args:", args)
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
+               dist_url=args.dist_url, args=(args,), device=load_cfg(args).MODEL.DEVICE)
     except (CheckpointError, OutputDirError) as exc:  # problems the user fixes: the message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

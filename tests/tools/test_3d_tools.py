@@ -398,11 +398,58 @@ def test_cpu_guards():
     if torch.cuda.is_available():
         pytest.skip('CUDA present')
     cfg = load(SYNTH_HUNGARIAN)
-    with pytest.raises(runner.ToolError, match='CUDA'):
-        runner.check_device(cfg, launcher='pytorch')
+    runner.check_device(cfg, launcher='pytorch')  # torchrun workers on the CPU (gloo): fine
+    for launcher in ('slurm', 'mpi'):  # mmengine's set-ups pin a GPU
+        with pytest.raises(runner.ToolError, match=f'--launcher {launcher} needs CUDA'):
+            runner.check_device(cfg, launcher=launcher)
     with pytest.raises(runner.ToolError, match='--amp'):
         runner.check_device(cfg, amp=True)
     runner.check_device(cfg)  # CPU, single process: fine
+
+
+def test_cpu_workers_use_gloo_and_ddp_without_device_ids(monkeypatch):
+    """What use_cpu_workers changes for a torchrun worker without CUDA (here a world of one,
+    joined in this process), and its errors."""
+    import torch
+    import torch.distributed as dist
+    from influencerformer3d.distributed import use_cpu_workers
+    if torch.cuda.is_available():
+        pytest.skip('CUDA present: mmengine sets up NCCL itself')
+    cfg = load(SYNTH_HUNGARIAN)
+    assert use_cpu_workers(cfg) is False and 'model_wrapper_cfg' not in cfg  # --launcher none
+    cfg.launcher = 'slurm'
+    with pytest.raises(ValueError, match='slurm needs CUDA'):
+        use_cpu_workers(cfg)
+    cfg.launcher = 'pytorch'
+    for key in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ValueError, match='RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT.*torchrun'):
+        use_cpu_workers(cfg)
+    assert dist.is_available() and not dist.is_initialized()
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(port))
+    cfg.env_cfg.dist_cfg = dict(backend='nccl', timeout=600)
+    cfg.find_unused_parameters = True
+    try:
+        assert use_cpu_workers(cfg) is True
+        assert dist.get_backend() == 'gloo' and dist.get_world_size() == 1
+        assert cfg.env_cfg.dist_cfg == dict(backend='gloo', timeout=600)
+        assert cfg.model_wrapper_cfg == dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+                                             find_unused_parameters=True, device_ids=None)
+        # a config's own DDP wrapper keeps its settings, without device ids
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=[0], broadcast_buffers=True)
+        assert use_cpu_workers(cfg) is True  # the group is joined already: reused
+        assert cfg.model_wrapper_cfg == dict(type='MMDistributedDataParallel', device_ids=None,
+                                             broadcast_buffers=True)
+    finally:
+        dist.destroy_process_group()
 
 
 def test_cpu_threads(monkeypatch):
@@ -514,7 +561,7 @@ def test_instance_ids_and_ply(tmp_path):
 # ---------------------------------------------------------------------------------- shell
 def _sh(script, *args, **env):
     full_env = dict(os.environ, PYTHON_BIN='python')
-    for key in ('PRINT_ONLY', 'GPUS', 'PORT'):
+    for key in ('PRINT_ONLY', 'GPUS', 'PORT', 'CPU', 'NNODES', 'NODE_RANK', 'MASTER_ADDR'):
         full_env.pop(key, None)
     full_env.update(env)
     return subprocess.run(['bash', os.path.join(TOOLS, script), *args], capture_output=True,
@@ -588,6 +635,30 @@ def test_train_sh_gpus_and_configs(tmp_path):
 
     r = _sh('train_3d.sh', 'synthetic', GPUS='x', PRINT_ONLY='1')
     assert r.returncode == 2 and 'GPUS' in r.stderr
+
+
+def test_train_sh_cpu_workers_and_nodes():
+    # CPU=1: CUDA hidden, GPUS=2 CPU processes under torchrun (gloo in train_3d.py)
+    r = _sh('train_3d.sh', 'synthetic', GPUS='2', CPU='1', PRINT_ONLY='1', PYTHON_BIN=sys.executable)
+    assert r.returncode == 0, r.stderr
+    assert re.match(r'CUDA_VISIBLE_DEVICES= \S*(torchrun|-m torch\.distributed\.run) --nproc_per_node=2 '
+                    r'--master_port=29500 tools/train_3d\.py', r.stdout), r.stdout
+    assert r.stdout.strip().endswith('--launcher pytorch') and '2 CPU worker process(es)' in r.stderr
+    # several machines: torchrun's node options, one process per node at least
+    r = _sh('train_3d.sh', 's3dis', GPUS='4', NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.7', PORT='29612',
+            PRINT_ONLY='1', PYTHON_BIN=sys.executable)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r'--nproc_per_node=4 --nnodes=2 --node_rank=1 --master_addr=10\.0\.0\.7 '
+                     r'--master_port=29612 tools/train_3d\.py', r.stdout), r.stdout
+    r = _sh('eval_3d.sh', 'synthetic', 'ot', '/m.pth', GPUS='0', NNODES='2', NODE_RANK='0', MASTER_ADDR='h',
+            PRINT_ONLY='1', PYTHON_BIN=sys.executable)
+    assert r.stdout.startswith('CUDA_VISIBLE_DEVICES= ') and '--nproc_per_node=1 --nnodes=2' in r.stdout
+    for env, message in ((dict(NNODES='2', MASTER_ADDR='h'), 'needs NODE_RANK'),
+                         (dict(NNODES='2', NODE_RANK='2', MASTER_ADDR='h'), 'needs NODE_RANK'),
+                         (dict(NNODES='2', NODE_RANK='0'), 'needs MASTER_ADDR'),
+                         (dict(NNODES='0'), 'NNODES must be a positive integer')):
+        r = _sh('train_3d.sh', 'synthetic', GPUS='2', PRINT_ONLY='1', **env)
+        assert r.returncode == 2 and message in r.stderr, (env, r.stderr)
 
 
 def test_eval_sh(tmp_path):

@@ -20,6 +20,8 @@ from influencer_core.run_files import (
     prepare_output_dir,
 )
 
+from .distributed import CPU_LAUNCHERS, use_cpu_workers
+
 __all__ = [
     'ToolError', 'add_cpu_threads_arg', 'set_cpu_threads', 'allow_mmengine_checkpoints', 'load_config',
     'dataset_cfgs', 'set_data_root', 'required_files', 'preparation_hint', 'ensure_data', 'check_device',
@@ -241,14 +243,15 @@ def ensure_data(cfg, splits=('train', 'val'), config_name='the config'):
 
 
 def check_device(cfg, launcher='none', amp=False):
-    """Stop early on settings that need CUDA when none is present."""
+    """Stop early on settings that need CUDA when none is present (``--launcher pytorch`` does
+    not: its workers then run on the CPU, joined by gloo; see :mod:`influencerformer3d.distributed`)."""
     import torch
     if torch.cuda.is_available():
         return
-    if launcher != 'none':
+    if launcher not in ('none',) + CPU_LAUNCHERS:
         raise ToolError(f'--launcher {launcher} needs CUDA GPUs (mmengine pins one GPU per '
-                        'process); on CPU run a single process: --launcher none (GPUS=0 with '
-                        'tools/train_3d.sh)')
+                        'process); on CPU run torchrun with --launcher pytorch (GPUS=N with '
+                        'tools/train_3d.sh) or a single process: --launcher none (GPUS=0)')
     if amp:
         raise ToolError('--amp needs a CUDA GPU; drop --amp to train on CPU')
 
@@ -336,6 +339,11 @@ def make_runner(args, build):
     try:
         cfg = build(args)
     except ToolError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return None, None
+    try:
+        use_cpu_workers(cfg)  # gloo and device-less DDP for torchrun workers without CUDA
+    except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return None, None
     set_cpu_threads(args.cpu_threads)
