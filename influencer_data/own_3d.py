@@ -135,7 +135,10 @@ def read_txt_scene(scene_dir: str, class_to_id: Dict[str, int]):
         if cls not in class_to_id:
             raise OwnDataError(f'{f}: class {cls!r} is not among the class names '
                                f'({", ".join(class_to_id)}); add it to --classes')
-        arr = s3dis.read_annotation_txt(f)
+        try:
+            arr = s3dis.read_annotation_txt(f)
+        except s3dis.AnnotationFormatError as exc:  # the reader names the file and line
+            raise OwnDataError(str(exc)) from None
         if len(arr) == 0:
             raise OwnDataError(f'{f}: no "x y z r g b" rows (6 numbers per line); remove the file '
                                'or fill it')
