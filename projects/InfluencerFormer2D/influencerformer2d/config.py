@@ -7,7 +7,8 @@ plus the keys that pick and tune the training criterion (``MODEL.MASK_FORMER.CRI
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_influencerformer_config", "CRITERION_NAMES", "CRITERION_OPTION_KEYS", "NOT_IN_2D"]
+__all__ = ["add_influencerformer_config", "OWN_DATA_PLACEHOLDER", "CRITERION_NAMES", "CRITERION_OPTION_KEYS",
+           "NOT_IN_2D"]
 
 # Names accepted by MODEL.MASK_FORMER.CRITERION: the three arms, the keys of influencer_core.CRITERIA
 # (kept literal here so that reading a config never needs influencer_core); the earlier
@@ -199,3 +200,18 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE = "exp"
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_END = 0.01
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_WARMUP = 0
+
+    # ---- a COCO-format dataset of your own (tools/train_net.py registers it; configs/own-data.yaml) ----
+    # NAME set: {NAME}_panoptic (PANOPTIC_JSON + PANOPTIC_ROOT) and/or {NAME}_instance (INSTANCES_JSON)
+    # are registered at startup by influencerformer2d.data.datasets.register_coco_dataset; SEM_SEG_ROOT
+    # empty: semantic PNGs are derived once into {PANOPTIC_ROOT}_semseg. DATASETS.TRAIN / TEST left at
+    # OWN_DATA_PLACEHOLDER are set to them (OWN_VAL, same keys, is the test set; without it OWN is).
+    for key in ("OWN", "OWN_VAL"):
+        cfg.DATASETS[key] = CN()
+        for field in ("NAME", "IMAGE_ROOT", "PANOPTIC_JSON", "PANOPTIC_ROOT", "SEM_SEG_ROOT", "INSTANCES_JSON"):
+            cfg.DATASETS[key][field] = ""
+
+
+# The value of DATASETS.TRAIN / DATASETS.TEST in configs/own-data.yaml that tools/train_net.py replaces
+# by the datasets of DATASETS.OWN / OWN_VAL.
+OWN_DATA_PLACEHOLDER = "own_data"

@@ -7,7 +7,10 @@ Registered names (Mask2Former conventions):
   ``$DETECTRON2_DATASETS/synthetic_coco`` (detectron2's convention) or the ``root`` given to
   :func:`register_synthetic_coco` - the package guesses no repository path;
 * ``synthetic_coco_{train,val}_instance`` -- the same images, COCO instance records (things only);
-* ``coco_2017_{train,val}_panoptic_with_sem_seg`` -- real COCO 2017 panoptic.
+* ``coco_2017_{train,val}_panoptic_with_sem_seg`` -- real COCO 2017 panoptic;
+* ``{name}_panoptic`` / ``{name}_instance`` -- a COCO-format dataset of the user's, by
+  :func:`register_coco_dataset` (``tools/train_net.py``: the ``DATASETS.OWN.*`` keys), which, unlike
+  the others, reads and checks its jsons when registering.
 
 A "panoptic with semseg" record is a dict with ``file_name`` (jpg), ``image_id``, ``height``,
 ``width``, ``pan_seg_file_name`` (RGB-encoded ids PNG), ``sem_seg_file_name`` (uint8 PNG,
@@ -39,6 +42,7 @@ __all__ = [
     "load_panoptic_with_sem_seg",
     "register_synthetic_coco",
     "register_coco_panoptic",
+    "register_coco_dataset",
 ]
 
 # The generator's categories (influencer_data.synthetic_2d writes them into every json; a dataset
@@ -157,12 +161,13 @@ def _register_panoptic_with_sem_seg(name, meta, files, hint):
         lambda: load_panoptic_with_sem_seg(files["panoptic_json"], files["image_root"],
                                            files["panoptic_root"], files["sem_seg_root"], meta, hint),
     )
+    extra = {"json_file": files["instances_json"]} if files.get("instances_json") else {}
     MetadataCatalog.get(name).set(
         image_root=files["image_root"],
         panoptic_root=files["panoptic_root"],
         panoptic_json=files["panoptic_json"],
         sem_seg_root=files["sem_seg_root"],
-        json_file=files["instances_json"],
+        **extra,
         evaluator_type="coco_panoptic_seg",
         ignore_label=255,
         label_divisor=1000,
@@ -246,3 +251,170 @@ def register_coco_panoptic(root=None):
         _register_panoptic_with_sem_seg(name, meta, _coco_files(root, split), hint)
         names.append(name)
     return names
+
+
+# ----------------------------------------------------------------------------- the user's own data
+def _read_coco_json(path, what):
+    """The dict of a COCO json with ``categories`` and ``annotations`` (ValueError naming the file)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no such file: {path}")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid json: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path}: expected a COCO json object, got {type(data).__name__}")
+    for key in ("categories", "annotations"):
+        if not data.get(key):
+            raise ValueError(f"{what} {path} has no (or an empty) {key!r} list; a COCO json needs "
+                             "'images', 'annotations' and 'categories'")
+    for c in data["categories"]:
+        if "id" not in c or "name" not in c:
+            raise ValueError(f"{what} {path}: category without 'id' or 'name': {c}")
+    ids = [c["id"] for c in data["categories"]]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{what} {path}: repeated category ids in {ids}")
+    return data
+
+
+def _with_colors(categories):
+    """Copies of the category dicts, with a deterministic colour where the json gives none."""
+    out = []
+    for i, c in enumerate(categories):
+        c = dict(c)
+        if "color" not in c:
+            c["color"] = [(37 * i + 80) % 256, (91 * i + 40) % 256, (53 * i + 160) % 256]
+        out.append(c)
+    return out
+
+
+def _check_files(paths, what, json_path):
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise FileNotFoundError(f"{len(missing)} {what} listed in {json_path} not found: "
+                                f"{', '.join(missing[:3])}{more}")
+
+
+def _check_panoptic(data, path, image_root, panoptic_root):
+    """Category ids used by segments are declared; every image and panoptic PNG exists."""
+    for c in data["categories"]:
+        if "isthing" not in c:
+            raise ValueError(f"panoptic json {path}: category {c['id']} ({c['name']!r}) has no 'isthing' flag")
+    known = {c["id"] for c in data["categories"]}
+    images = {img["id"]: img for img in data.get("images", [])}
+    used = set()
+    for ann in data["annotations"]:
+        if "file_name" not in ann or "segments_info" not in ann:
+            raise ValueError(f"panoptic json {path}: annotation without 'file_name'/'segments_info': "
+                             f"image_id {ann.get('image_id')}")
+        used |= {s["category_id"] for s in ann["segments_info"]}
+    unknown = sorted(used - known)
+    if unknown:
+        raise ValueError(f"panoptic json {path}: segments use category ids {unknown} that its 'categories' "
+                         f"list does not declare (declared: {sorted(known)})")
+    names = [images.get(int(a["image_id"]), {}).get("file_name", os.path.splitext(a["file_name"])[0] + ".jpg")
+             for a in data["annotations"]]
+    _check_files([os.path.join(image_root, n) for n in names], "images", path)
+    _check_files([os.path.join(panoptic_root, a["file_name"]) for a in data["annotations"]],
+                 "panoptic PNGs", path)
+
+
+def _check_instances(data, path, image_root):
+    known = {c["id"] for c in data["categories"]}
+    unknown = sorted({a["category_id"] for a in data["annotations"]} - known)
+    if unknown:
+        raise ValueError(f"instances json {path}: annotations use category ids {unknown} that its 'categories' "
+                         f"list does not declare (declared: {sorted(known)})")
+    if not data.get("images"):
+        raise ValueError(f"instances json {path} has no 'images' list")
+    _check_files([os.path.join(image_root, img["file_name"]) for img in data["images"]], "images", path)
+
+
+def default_sem_seg_root(panoptic_root):
+    """Where :func:`register_coco_dataset` writes derived semantic PNGs: ``{panoptic_root}_semseg``."""
+    return os.path.normpath(panoptic_root) + "_semseg"
+
+
+def _derive_sem_seg(data, panoptic_json, panoptic_root, sem_seg_root, log):
+    """Write the semantic PNGs once (skipped when sem_seg_root already holds one per annotation)."""
+    from influencer_data.coco_semantic import panoptic_to_semantic
+
+    wanted = [a["file_name"] for a in data["annotations"]]
+    if all(os.path.isfile(os.path.join(sem_seg_root, n)) for n in wanted):
+        log(f"using the semantic PNGs in {sem_seg_root} (derived earlier from {panoptic_root}; delete the "
+            "folder to derive them again)")
+        return
+    log(f"no sem_seg_root given: deriving {len(wanted)} semantic PNGs from {panoptic_root} into "
+        f"{sem_seg_root} (once; later runs reuse them)")
+    panoptic_to_semantic(data, panoptic_root, sem_seg_root, workers=min(8, os.cpu_count() or 1))
+
+
+def register_coco_dataset(name, image_root, panoptic_json=None, panoptic_root=None, sem_seg_root=None,
+                          instances_json=None, log=None):
+    """Register a COCO-format dataset of your own under ``{name}_panoptic`` and/or ``{name}_instance``.
+
+    image_root: folder of the images (``images[i]["file_name"]`` relative to it).
+    panoptic_json, panoptic_root: a COCO panoptic json (categories with ``isthing``) and its folder of
+        RGB-encoded segment PNGs -> ``{name}_panoptic`` ("panoptic with semseg", evaluated by PQ).
+    sem_seg_root: semantic PNGs (contiguous index over all categories in json order, 255 = void);
+        when omitted they are derived once from the panoptic PNGs into ``{panoptic_root}_semseg``.
+    instances_json: a COCO instances json -> ``{name}_instance`` (every category a thing, evaluated by
+        mask AP); with a panoptic json too it is also the panoptic dataset's ``json_file`` (instance AP).
+    log: callable taking a message (default: the ``influencerformer2d`` logger's info).
+
+    Reads the jsons now and raises FileNotFoundError / ValueError naming the file for a missing file,
+    a json without categories or annotations, category ids used but not declared, or missing images.
+    Returns ``(names, num_classes)``: the registered names and {name: number of classes} (panoptic: all
+    categories; instance: the categories of the instances json).
+    """
+    import logging
+
+    log = log or logging.getLogger("influencerformer2d").info
+    if not name:
+        raise ValueError("register_coco_dataset: empty dataset name")
+    if not panoptic_json and not instances_json:
+        raise ValueError(f"dataset {name!r}: give a panoptic json (with its panoptic root) and/or an instances json")
+    if not image_root or not os.path.isdir(image_root):
+        raise FileNotFoundError(f"dataset {name!r}: image root is not a folder: {image_root!r}")
+    image_root = os.path.abspath(image_root)
+    names, num_classes = [], {}
+    if panoptic_json:
+        if not panoptic_root or not os.path.isdir(panoptic_root):
+            raise FileNotFoundError(f"dataset {name!r}: the panoptic root (folder of the PNGs of {panoptic_json}) "
+                                    f"is not a folder: {panoptic_root!r}")
+        panoptic_json, panoptic_root = os.path.abspath(panoptic_json), os.path.abspath(panoptic_root)
+        data = _read_coco_json(panoptic_json, "panoptic json")
+        _check_panoptic(data, panoptic_json, image_root, panoptic_root)
+        if sem_seg_root:
+            sem_seg_root = os.path.abspath(sem_seg_root)
+            if not os.path.isdir(sem_seg_root):
+                raise FileNotFoundError(f"dataset {name!r}: sem_seg_root is not a folder: {sem_seg_root} "
+                                        "(leave it empty to derive the semantic PNGs from the panoptic ones)")
+        else:
+            sem_seg_root = default_sem_seg_root(panoptic_root)
+            _derive_sem_seg(data, panoptic_json, panoptic_root, sem_seg_root, log)
+        if instances_json:
+            instances_json = os.path.abspath(instances_json)
+            _check_instances(_read_coco_json(instances_json, "instances json"), instances_json, image_root)
+        files = {"image_root": image_root, "panoptic_root": panoptic_root, "panoptic_json": panoptic_json,
+                 "sem_seg_root": sem_seg_root, "instances_json": instances_json}
+        hint = f"(dataset {name!r}, registered by register_coco_dataset)"
+        pan_name = f"{name}_panoptic"
+        _register_panoptic_with_sem_seg(pan_name, panoptic_metadata(_with_colors(data["categories"])), files, hint)
+        names.append(pan_name)
+        num_classes[pan_name] = len(data["categories"])
+    if instances_json:
+        instances_json = os.path.abspath(instances_json)
+        data = _read_coco_json(instances_json, "instances json")
+        _check_instances(data, instances_json, image_root)
+        # load_coco_json maps ids in increasing order and asserts the metadata agrees
+        cats = _with_colors(sorted(data["categories"], key=lambda c: c["id"]))
+        meta = {"thing_classes": [c["name"] for c in cats], "thing_colors": [list(c["color"]) for c in cats],
+                "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)}}
+        inst_name = f"{name}_instance"
+        _register_instances(inst_name, meta, instances_json, image_root, f"(dataset {name!r})")
+        names.append(inst_name)
+        num_classes[inst_name] = len(cats)
+    return names, num_classes
