@@ -9,23 +9,11 @@ Command line of :mod:`influencer_data.synthetic_2d` (the output layout and the m
 import argparse
 from pathlib import Path
 
+from influencer_data.cli import at_least
 from influencer_data.synthetic_2d import generate
 
 # <repo>/datasets/generated/synthetic_coco, whatever the working directory (git-ignored).
 DEFAULT_OUT = str(Path(__file__).resolve().parent / "generated" / "synthetic_coco")
-
-
-def at_least(minimum):
-    """argparse type: an integer >= minimum (0 images or a tiny size would write an unusable dataset)."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
 
 
 def main(argv=None):

@@ -12,25 +12,13 @@ import argparse
 import os
 import sys
 
+from influencer_data.cli import at_least
 from influencer_data.s3dis import S3DIS_AREAS
 from influencer_data.synthetic_3d import generate
 
 # <repo>/datasets/generated/synthetic_s3dis whatever the working directory (git-ignored)
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'generated',
                            'synthetic_s3dis')
-
-
-def at_least(minimum):
-    """argparse type: an integer >= minimum (0 rooms or points would write an unusable dataset)."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f'must be >= {minimum}, got {value}')
-        return value
-    return parse
 
 
 def parse_args(argv=None):

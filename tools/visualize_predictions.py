@@ -20,6 +20,7 @@ from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from influencer_core.run_files import CheckpointError
+from influencer_data.cli import at_least
 from influencerformer2d import add_influencerformer_config
 from influencerformer2d.checkpoint import CheckedCheckpointer
 from influencerformer2d.data.datasets import register_synthetic_coco
@@ -32,23 +33,13 @@ if not os.environ.get("DETECTRON2_DATASETS"):
     register_synthetic_coco(SYNTHETIC_ROOT)
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (the number of images to draw), got {value}")
-    return value
-
-
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True)
     ap.add_argument("--weights", default=None, help="default: OUTPUT_DIR/model_final.pth")
     ap.add_argument("--dataset", default=None, help="default: the config's first test dataset")
-    ap.add_argument("--num", type=positive_int, default=6, help="images to draw, >= 1 (default: %(default)s)")
+    ap.add_argument("--num", type=at_least(1, "the number of images to draw"), default=6,
+                    help="images to draw, >= 1 (default: %(default)s)")
     ap.add_argument("--output", default=None, help="default: OUTPUT_DIR/predictions.png")
     ap.add_argument("opts", nargs=argparse.REMAINDER)
     return ap.parse_args(argv)
