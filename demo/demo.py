@@ -15,21 +15,17 @@ MODEL.DEVICE picks the device (cuda falls back to cpu where there is none).
 """
 import argparse
 import glob
-import logging
 import os
 import sys
 import time
 
 import cv2
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from detectron2.config import get_cfg
 from detectron2.data.detection_utils import read_image
-from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils.logger import setup_logger
 
-from influencerformer2d import add_influencerformer_config
+from influencerformer2d.config import load_config
 from influencerformer2d.predictor import VisualizationDemo, output_kind
 
 # the writer's codec for a video file extension (MJPG .avi: the one every OpenCV build writes)
@@ -56,14 +52,7 @@ def get_parser():
 
 def setup_cfg(args):
     """The frozen config: file, then --opts; cuda -> cpu without a GPU; checked weights."""
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_influencerformer_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger("demo").warning("MODEL.DEVICE=%s but no CUDA device: running on the CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(args.config_file, args.opts, warn_cpu=True)
     weights = cfg.MODEL.WEIGHTS
     if not weights:
         raise DemoError("no weights: pass --opts MODEL.WEIGHTS path/to/model_final.pth (a demo of an "

@@ -24,7 +24,6 @@ from typing import Any, Dict, List, Set
 import torch
 
 import detectron2.utils.comm as comm
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import (
@@ -34,15 +33,14 @@ from detectron2.evaluation import (
     SemSegEvaluator,
     verify_results,
 )
-from detectron2.projects.deeplab import add_deeplab_config, build_lr_scheduler
+from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
 
 from influencer_core.run_files import CheckpointError, OutputDirError, check_checkpoint_file, prepare_output_dir
-from influencerformer2d import add_influencerformer_config
 from influencerformer2d.checkpoint import CheckedCheckpointer, use_checked_checkpointer
-from influencerformer2d.config import OWN_DATA_PLACEHOLDER
-from influencerformer2d.data.datasets import register_coco_dataset, register_synthetic_coco
+from influencerformer2d.config import load_config
+from influencerformer2d.data.datasets import register_synthetic_coco
 from influencerformer2d.evaluation import DuplicateRateEvaluator
 from influencerformer2d.hooks import (
     EpsilonAnnealingHook,
@@ -224,56 +222,10 @@ def check_output_dir(cfg, args):
 
 
 def load_cfg(args):
-    """The frozen config of the command line (MODEL.DEVICE cpu without CUDA); writes nothing."""
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_influencerformer_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    register_own_data(cfg)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    """The frozen config of the command line (:func:`influencerformer2d.config.load_config`)."""
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     return cfg
-
-
-def register_own_data(cfg):
-    """Register DATASETS.OWN / OWN_VAL (when their NAME is set), put them in DATASETS.TRAIN / TEST where
-    these are left at the placeholder, and check MODEL.SEM_SEG_HEAD.NUM_CLASSES against the training set.
-
-    An instance-only dataset (no PANOPTIC_JSON) placed by the placeholder also switches the mapper to
-    coco_instance_lsj and evaluation to instances only."""
-    registered = {}
-    for key in ("OWN", "OWN_VAL"):
-        own = cfg.DATASETS[key]
-        if not own.NAME:
-            if any(own[k] for k in own):
-                raise ValueError(f"DATASETS.{key}: set DATASETS.{key}.NAME to register the dataset")
-            continue
-        names, num_classes = register_coco_dataset(
-            own.NAME, own.IMAGE_ROOT, panoptic_json=own.PANOPTIC_JSON or None, panoptic_root=own.PANOPTIC_ROOT or None,
-            sem_seg_root=own.SEM_SEG_ROOT or None, instances_json=own.INSTANCES_JSON or None)
-        registered[key] = (names[0], num_classes)  # the panoptic one when there is one
-    placeholder = (OWN_DATA_PLACEHOLDER,)
-    for field, key in (("TRAIN", "OWN"), ("TEST", "OWN_VAL" if "OWN_VAL" in registered else "OWN")):
-        if tuple(cfg.DATASETS[field]) != placeholder:
-            continue
-        if key not in registered:
-            raise ValueError(f"DATASETS.{field} is the placeholder {placeholder}: set DATASETS.OWN.NAME, "
-                             "IMAGE_ROOT and PANOPTIC_JSON + PANOPTIC_ROOT (or INSTANCES_JSON), or name "
-                             f"registered datasets in DATASETS.{field}")
-        cfg.DATASETS[field] = (registered[key][0],)
-        if registered[key][0].endswith("_instance"):
-            cfg.INPUT.DATASET_MAPPER_NAME = "coco_instance_lsj"
-            cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = False
-            cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
-            cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = True
-    counts = {n: c for _, (_, nc) in registered.items() for n, c in nc.items()}
-    for name in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
-        if name in counts and counts[name] != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} but the "
-                             f"dataset {name} has {counts[name]} classes: set "
-                             f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {counts[name]}")
 
 
 def setup(args):

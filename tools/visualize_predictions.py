@@ -12,17 +12,15 @@ import os
 import numpy as np
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.modeling import build_model
-from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from influencer_core.run_files import CheckpointError
 from influencer_data.cli import at_least
-from influencerformer2d import add_influencerformer_config
 from influencerformer2d.checkpoint import CheckedCheckpointer
+from influencerformer2d.config import load_config
 from influencerformer2d.data.datasets import register_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,13 +46,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
 
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_influencerformer_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(args.config_file, args.opts)
     weights = args.weights or os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     if not os.path.exists(weights):
         raise SystemExit(f"no weights at {weights}: train first (python tools/train_net.py --config-file "

@@ -7,8 +7,8 @@ plus the keys that pick and tune the training criterion (``MODEL.MASK_FORMER.CRI
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_influencerformer_config", "OWN_DATA_PLACEHOLDER", "CRITERION_NAMES", "CRITERION_OPTION_KEYS",
-           "NOT_IN_2D"]
+__all__ = ["add_influencerformer_config", "load_config", "OWN_DATA_PLACEHOLDER", "CRITERION_NAMES",
+           "CRITERION_OPTION_KEYS", "NOT_IN_2D"]
 
 # Names accepted by MODEL.MASK_FORMER.CRITERION: the three arms, the keys of influencer_core.CRITERIA
 # (kept literal here so that reading a config never needs influencer_core); the earlier
@@ -215,3 +215,30 @@ def add_influencerformer_config(cfg):
 # The value of DATASETS.TRAIN / DATASETS.TEST in configs/own-data.yaml that tools/train_net.py replaces
 # by the datasets of DATASETS.OWN / OWN_VAL.
 OWN_DATA_PLACEHOLDER = "own_data"
+
+
+def load_config(config_file, opts=(), warn_cpu=False):
+    """A detectron2 config with the DeepLab and InfluencerFormer2D keys: ``config_file``, then the
+    ``KEY VALUE`` list ``opts``; DATASETS.OWN / OWN_VAL registered (see
+    :func:`influencerformer2d.data.datasets.register_own_data`); a cuda MODEL.DEVICE becomes cpu
+    when torch has no CUDA (``warn_cpu``: say so).  Not frozen."""
+    import logging
+
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    from .data.datasets import register_own_data  # the data package imports this module
+
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_influencerformer_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    register_own_data(cfg)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        if warn_cpu:
+            logging.getLogger("influencerformer2d").warning(
+                "MODEL.DEVICE=%s but no CUDA device: running on the CPU", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg

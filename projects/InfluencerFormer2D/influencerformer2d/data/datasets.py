@@ -34,7 +34,10 @@ from detectron2.data.datasets.coco import load_coco_json
 
 from influencer_data.synthetic_2d import CATEGORIES as SYNTHETIC_2D_CATEGORIES
 
+from ..config import OWN_DATA_PLACEHOLDER
+
 __all__ = [
+    "register_own_data",
     "SYNTHETIC_COCO_CATEGORIES",
     "default_synthetic_root",
     "default_coco_root",
@@ -418,3 +421,42 @@ def register_coco_dataset(name, image_root, panoptic_json=None, panoptic_root=No
         names.append(inst_name)
         num_classes[inst_name] = len(cats)
     return names, num_classes
+
+
+def register_own_data(cfg):
+    """Register DATASETS.OWN / OWN_VAL (when their NAME is set), put them in DATASETS.TRAIN / TEST where
+    these are left at the placeholder, and check MODEL.SEM_SEG_HEAD.NUM_CLASSES against the training set.
+
+    An instance-only dataset (no PANOPTIC_JSON) placed by the placeholder also switches the mapper to
+    coco_instance_lsj and evaluation to instances only."""
+    registered = {}
+    for key in ("OWN", "OWN_VAL"):
+        own = cfg.DATASETS[key]
+        if not own.NAME:
+            if any(own[k] for k in own):
+                raise ValueError(f"DATASETS.{key}: set DATASETS.{key}.NAME to register the dataset")
+            continue
+        names, num_classes = register_coco_dataset(
+            own.NAME, own.IMAGE_ROOT, panoptic_json=own.PANOPTIC_JSON or None, panoptic_root=own.PANOPTIC_ROOT or None,
+            sem_seg_root=own.SEM_SEG_ROOT or None, instances_json=own.INSTANCES_JSON or None)
+        registered[key] = (names[0], num_classes)  # the panoptic one when there is one
+    placeholder = (OWN_DATA_PLACEHOLDER,)
+    for field, key in (("TRAIN", "OWN"), ("TEST", "OWN_VAL" if "OWN_VAL" in registered else "OWN")):
+        if tuple(cfg.DATASETS[field]) != placeholder:
+            continue
+        if key not in registered:
+            raise ValueError(f"DATASETS.{field} is the placeholder {placeholder}: set DATASETS.OWN.NAME, "
+                             "IMAGE_ROOT and PANOPTIC_JSON + PANOPTIC_ROOT (or INSTANCES_JSON), or name "
+                             f"registered datasets in DATASETS.{field}")
+        cfg.DATASETS[field] = (registered[key][0],)
+        if registered[key][0].endswith("_instance"):
+            cfg.INPUT.DATASET_MAPPER_NAME = "coco_instance_lsj"
+            cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = False
+            cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+            cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = True
+    counts = {n: c for _, (_, nc) in registered.items() for n, c in nc.items()}
+    for name in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
+        if name in counts and counts[name] != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
+            raise ValueError(f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} but the "
+                             f"dataset {name} has {counts[name]} classes: set "
+                             f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {counts[name]}")
