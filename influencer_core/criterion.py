@@ -221,7 +221,7 @@ class SetCriterion(nn.Module):
             m = t["masks"]
             if not isinstance(m, Tensor):
                 raise TypeError(f"target {b}: masks must be a tensor, got {type(m).__name__}")
-            labels = checked_labels(t["labels"], b, self.num_classes, clamp=False)
+            labels = checked_labels(t["labels"], b, self.num_classes)
             if m.dim() < 2 or m.shape[0] != labels.shape[0]:
                 raise ValueError(f"target {b}: masks of shape {tuple(m.shape)} but {labels.shape[0]} labels: one "
                                  "label per mask")
@@ -328,8 +328,8 @@ class SetCriterion(nn.Module):
         With ``check_values`` the labels are clamped into range so that nothing indexes out of
         bounds before the flags are read (:func:`~influencer_core.validation.raise_on_bad_values`)."""
         out, label_flags, mask_flags = [], [], []
-        for b, t in enumerate(targets):
-            labels = checked_labels(t["labels"], b, self.num_classes, clamp=False)
+        for t in targets:
+            labels = t["labels"].long()  # type and shape checked by check()
             if self.check_values:
                 label_flags.append(((labels < 0) | (labels >= self.num_classes)).any())
                 mask_flags.append(mask_value_flag(t["masks"]))

@@ -56,9 +56,9 @@ def check_flag(owner: str, name: str, value) -> None:
         raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
 
 
-def checked_labels(labels, b: int, num_classes: int, clamp: bool) -> Tensor:
-    """Target ``b``'s labels as int64 [K] (clamped into [0, C-1] when ``clamp``: the range is
-    checked later, see the module docstring); float or bool labels raise ``TypeError``."""
+def checked_labels(labels, b: int, num_classes: int) -> Tensor:
+    """Target ``b``'s labels as int64 [K]; float or bool labels raise ``TypeError``, other
+    shapes ``ValueError`` (the range is checked later, see the module docstring)."""
     if not isinstance(labels, Tensor):
         raise TypeError(f"target {b}: labels must be a tensor of class ids, got {type(labels).__name__}")
     if labels.dim() != 1:
@@ -66,8 +66,7 @@ def checked_labels(labels, b: int, num_classes: int, clamp: bool) -> Tensor:
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise TypeError(f"target {b}: labels are {labels.dtype}; class ids must be integers in [0, {num_classes - 1}]:"
                         " convert them with labels.long() (rounding first if they were computed)")
-    labels = labels.long()
-    return labels.clamp(0, num_classes - 1) if clamp else labels
+    return labels.long()
 
 
 def mask_value_flag(masks: Tensor) -> Tensor:
