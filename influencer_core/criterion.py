@@ -742,7 +742,6 @@ class OTInfluencerCriterion(SharedPointCriterion):
                      hint="with no iteration the plan ignores the costs and the mask losses vanish")
         if class_target not in ("mass", "query"):
             raise ValueError(f"{owner}: class_target must be 'mass' or 'query', got {class_target!r}")
-        check_number(owner, "aux_capacity", aux_capacity, low=1, hint="1 = one-to-one")
         check_number(owner, "exclusion_overlap", exclusion_overlap, low=0, high=1, high_open=True)
         check_number(owner, "score_iou_thr", score_iou_thr, low=0, high=1, high_open=True, optional=True)
         check_flag(owner, "reuse_final_plan", reuse_final_plan)
@@ -770,6 +769,16 @@ class OTInfluencerCriterion(SharedPointCriterion):
         check_number(type(self).__name__, "epsilon", value, low=0, low_open=True,
                      hint="the plan's temperature; small values approach a one-to-one assignment")
         self._epsilon = float(value)
+
+    @property
+    def aux_capacity(self) -> float:
+        """Query mass an instance takes in the auxiliary layers (>= 1; schedules set it between steps)."""
+        return self._aux_capacity
+
+    @aux_capacity.setter
+    def aux_capacity(self, value: float) -> None:
+        check_number(type(self).__name__, "aux_capacity", value, low=1, hint="1 = one-to-one")
+        self._aux_capacity = float(value)
 
     def pair_costs(self, class_logits: Tensor, x: Tensor, packed: MaskBatch, labels: Tensor) -> Dict[str, Tensor]:
         """Per-pair CE [B, Q, K], BCE [B, Q, K], dice [B, Q, K] and no-object CE [B, Q]."""

@@ -1,26 +1,30 @@
-"""Training-time schedules for criterion hyper-parameters (the transport temperature ``epsilon``).
+"""Training-time schedules for criterion hyper-parameters (the transport temperature ``epsilon``,
+the auxiliary layers' instance capacity ``aux_capacity``).
 
 The entropic plan of the ``ot`` criterion is soft for a large ``epsilon`` (every query shares every
 instance a little: smooth, stable gradients early on) and tends to the one-to-one assignment as
 ``epsilon`` -> 0.  :class:`EpsilonSchedule` maps training progress to ``epsilon`` so that a loop
-can start soft and finish sharp; the 2D trainer (detectron2 hook) and the 3D plugin (mmengine
-hook) both call it and assign ``criterion.epsilon``.  Pure Python: no tensors, no host sync.
+can start soft and finish sharp; :class:`CapacitySchedule` likewise takes ``aux_capacity`` from
+one-to-many supervision of the intermediate layers (extra positives early) down to one-to-one.
+The 2D trainer (detectron2 hooks) and the 3D plugin (mmengine hooks) call them and assign the
+criterion's attribute.  Pure Python: no tensors, no host sync.
 """
 from __future__ import annotations
 
 import math
 
-__all__ = ["EpsilonSchedule", "SCHEDULE_KINDS"]
+__all__ = ["Schedule", "EpsilonSchedule", "CapacitySchedule", "SCHEDULE_KINDS"]
 
 SCHEDULE_KINDS = ("constant", "linear", "cosine", "exp")
 
 
-class EpsilonSchedule:
-    """``epsilon(iteration)`` from ``start`` to ``end`` over ``[warmup, max_iter]``.
+class Schedule:
+    """``value(iteration)`` from ``start`` to ``end`` over ``[warmup, max_iter]``.
 
     Args:
-        start (float): value up to ``warmup`` (> 0).
-        end (float): value at ``max_iter`` and after (> 0); ignored for ``kind='constant'``.
+        start (float): value up to ``warmup`` (above ``minimum``).
+        end (float): value at ``max_iter`` and after (above ``minimum``); ignored for
+            ``kind='constant'``.
         max_iter (int): iteration at which ``end`` is reached (> 0).
         kind (str): ``constant`` (always ``start``), ``linear``, ``cosine`` (half cosine) or
             ``exp`` (geometric: constant ratio per iteration, the natural choice for a
@@ -28,11 +32,19 @@ class EpsilonSchedule:
         warmup (int): iterations held at ``start`` before the decay begins.
     """
 
+    name = "value"
+    minimum = 0.0  # the values must stay above it (or reach it, with ``minimum_inclusive``)
+    minimum_inclusive = False
+
     def __init__(self, start: float, end: float, max_iter: int, kind: str = "cosine", warmup: int = 0):
         if kind not in SCHEDULE_KINDS:
-            raise ValueError(f"epsilon schedule kind {kind!r}: choose one of {SCHEDULE_KINDS}")
-        if not (start > 0 and (kind == "constant" or end > 0)):
-            raise ValueError(f"epsilon must stay positive, got start={start}, end={end}")
+            raise ValueError(f"{self.name} schedule kind {kind!r}: choose one of {SCHEDULE_KINDS}")
+
+        def ok(v):
+            return math.isfinite(v) and (v >= self.minimum if self.minimum_inclusive else v > self.minimum)
+        if not (ok(start) and (kind == "constant" or ok(end))):
+            bound = f">= {self.minimum:g}" if self.minimum_inclusive else f"> {self.minimum:g}"
+            raise ValueError(f"{self.name} must stay {bound}, got start={start}, end={end}")
         if max_iter <= 0 or warmup < 0 or warmup > max_iter:
             raise ValueError(f"need 0 <= warmup <= max_iter and max_iter > 0, got warmup={warmup}, "
                              f"max_iter={max_iter}")
@@ -57,5 +69,20 @@ class EpsilonSchedule:
         return self.start * (self.end / self.start) ** t  # exp
 
     def __repr__(self) -> str:
-        return (f"EpsilonSchedule(start={self.start}, end={self.end}, max_iter={self.max_iter}, "
+        return (f"{type(self).__name__}(start={self.start}, end={self.end}, max_iter={self.max_iter}, "
                 f"kind={self.kind!r}, warmup={self.warmup})")
+
+
+class EpsilonSchedule(Schedule):
+    """The transport temperature ``epsilon`` (> 0): soft early, near one-to-one at the end."""
+
+    name = "epsilon"
+
+
+class CapacitySchedule(Schedule):
+    """``aux_capacity`` (>= 1) of the auxiliary layers: several queries per instance early,
+    annealed to one-to-one (``end=1``) so that the intermediate layers end as the final one."""
+
+    name = "aux_capacity"
+    minimum = 1.0
+    minimum_inclusive = True

@@ -43,8 +43,10 @@ from influencerformer2d.config import load_config
 from influencerformer2d.data.datasets import register_synthetic_coco
 from influencerformer2d.evaluation import DuplicateRateEvaluator
 from influencerformer2d.hooks import (
+    CapacityAnnealingHook,
     EpsilonAnnealingHook,
     ModelScalarsHook,
+    capacity_schedule_from_cfg,
     epsilon_schedule_from_cfg,
     unwrap_model,
 )
@@ -104,11 +106,13 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks = super().build_hooks()
-        schedule = epsilon_schedule_from_cfg(self.cfg)
-        model = unwrap_model(self.model)
-        # EPSILON_* are the ot criterion's knobs; other criteria ignore them like the other INFLUENCER keys
-        if schedule is not None and hasattr(getattr(model, "criterion", None), "epsilon"):
-            hooks.insert(-1, EpsilonAnnealingHook(schedule))  # before the writer: this step's value is logged
+        criterion = getattr(unwrap_model(self.model), "criterion", None)
+        # EPSILON_* / AUX_CAPACITY_* are the ot criterion's knobs; other criteria ignore them like the
+        # other INFLUENCER keys; before the writer, so that this step's value is logged
+        for hook, schedule, attr in ((EpsilonAnnealingHook, epsilon_schedule_from_cfg(self.cfg), "epsilon"),
+                                     (CapacityAnnealingHook, capacity_schedule_from_cfg(self.cfg), "aux_capacity")):
+            if schedule is not None and hasattr(criterion, attr):
+                hooks.insert(-1, hook(schedule))
         hooks.insert(-1, ModelScalarsHook())  # criterion statistics, read after the step
         return hooks
 

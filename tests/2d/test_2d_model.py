@@ -14,7 +14,7 @@ from detectron2.projects.deeplab import add_deeplab_config
 import influencerformer2d  # noqa: F401
 from influencerformer2d import add_influencerformer_config
 from influencerformer2d.data.datasets import register_synthetic_coco
-from influencerformer2d.hooks import EpsilonAnnealingHook
+from influencerformer2d.hooks import CriterionScheduleHook, EpsilonAnnealingHook
 from influencerformer2d.modeling.pixel_decoder import triton_available
 from influencer_core.schedules import EpsilonSchedule
 from influencer_data.synthetic_2d import generate as generate_synthetic_2d
@@ -171,12 +171,17 @@ def test_epsilon_annealing_hook_sets_and_logs_epsilon(tmp_path, synthetic_root):
     cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 4, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
                      "MODEL.MASK_FORMER.CRITERION", "ot", "MODEL.MASK_FORMER.INFLUENCER.EPSILON", 0.4,
                      "MODEL.MASK_FORMER.INFLUENCER.EPSILON_END", 0.025,
-                     "MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE", "exp")
+                     "MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE", "exp",
+                     "MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY", 3.0,
+                     "MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY_SCHEDULE", "linear")
     trainer = _run_trainer(cfg)
     trainer.train()
     logged = [v for v, _ in trainer.storage.history("criterion/epsilon").values()]
     assert logged == pytest.approx([0.4, 0.2, 0.1, 0.05])  # 0.4 * (1/16) ** (i / 4)
     assert trainer.model.criterion.epsilon == pytest.approx(0.05)
+    # the auxiliary layers' capacity goes 3 -> 1 (AUX_CAPACITY_END) over the 4 iterations
+    capacity = [v for v, _ in trainer.storage.history("criterion/aux_capacity").values()]
+    assert capacity == pytest.approx([3.0, 2.5, 2.0, 1.5])
     # the criterion's statistics and time, kept on the device in the step, are logged after it
     mass = [v for v, _ in trainer.storage.history("criterion/ot_assigned_mass").values()]
     # each instance receives about one unit of plan mass; Sinkhorn stops after a fixed number of
@@ -187,8 +192,9 @@ def test_epsilon_annealing_hook_sets_and_logs_epsilon(tmp_path, synthetic_root):
     # a criterion without epsilon ignores the schedule (like the other INFLUENCER keys) ...
     hung = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
                       "MODEL.MASK_FORMER.CRITERION", "hungarian",
-                      "MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE", "cosine")
-    assert not any(isinstance(h, EpsilonAnnealingHook) for h in _run_trainer(hung)._hooks)
+                      "MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE", "cosine",
+                      "MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY_SCHEDULE", "linear")
+    assert not any(isinstance(h, CriterionScheduleHook) for h in _run_trainer(hung)._hooks)
     # ... and the hook itself refuses one
     from detectron2.engine import SimpleTrainer
     hook = EpsilonAnnealingHook(EpsilonSchedule(0.1, 0.01, 4))

@@ -1,4 +1,4 @@
-"""InfluencerFormer3D EpsilonAnnealingHook (mmengine) on a stand-in runner."""
+"""InfluencerFormer3D EpsilonAnnealingHook and CapacityAnnealingHook (mmengine) on a stand-in runner."""
 import types
 
 import pytest
@@ -40,3 +40,20 @@ def test_hook_refuses_a_criterion_without_epsilon():
     hook = HOOKS.build(dict(type='EpsilonAnnealingHook', start=0.4, end=0.025))
     with pytest.raises(ValueError, match='custom_hooks'):
         hook.before_train(runner)
+
+
+def test_capacity_hook_anneals_aux_capacity_to_one_to_one():
+    crit = MODELS.build(dict(type='InfluencerCriterion', num_classes=3, variant='ot', aux_capacity=3.0))
+    runner = _runner(crit, max_iters=4)
+    hook = HOOKS.build(dict(type='CapacityAnnealingHook', start=3.0, end=1.0, kind='linear'))
+    hook.before_train(runner)
+    seen = []
+    for it in range(5):
+        runner.iter = it
+        hook.before_train_iter(runner, it)
+        seen.append(crit.core.aux_capacity)
+    assert seen == pytest.approx([3.0, 2.5, 2.0, 1.5, 1.0])
+    assert runner.message_hub.get_scalar('train/aux_capacity').current() == pytest.approx(1.0)
+    reference = MODELS.build(dict(type='InfluencerCriterion', num_classes=3, variant='reference'))
+    with pytest.raises(ValueError, match='custom_hooks'):
+        hook.before_train(_runner(reference))

@@ -200,6 +200,12 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE = "exp"
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_END = 0.01
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON_WARMUP = 0
+    # AUX_CAPACITY annealing (influencer_core.schedules.CapacitySchedule), same kinds: from
+    # AUX_CAPACITY to AUX_CAPACITY_END (>= 1) between AUX_CAPACITY_WARMUP and SOLVER.MAX_ITER, i.e.
+    # extra positives for the intermediate layers early, one-to-one at the end. "constant": off.
+    cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY_SCHEDULE = "constant"
+    cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY_END = 1.0
+    cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY_WARMUP = 0
 
     # ---- a COCO-format dataset of your own (tools/train_net.py registers it; configs/own-data.yaml) ----
     # NAME set: {NAME}_panoptic (PANOPTIC_JSON + PANOPTIC_ROOT) and/or {NAME}_instance (INSTANCES_JSON)

@@ -2,9 +2,10 @@
 from detectron2.engine import HookBase
 from torch.nn.parallel import DistributedDataParallel
 
-from influencer_core.schedules import EpsilonSchedule
+from influencer_core.schedules import CapacitySchedule, EpsilonSchedule, Schedule
 
-__all__ = ["EpsilonAnnealingHook", "ModelScalarsHook", "epsilon_schedule_from_cfg", "unwrap_model"]
+__all__ = ["CapacityAnnealingHook", "CriterionScheduleHook", "EpsilonAnnealingHook", "ModelScalarsHook",
+           "capacity_schedule_from_cfg", "epsilon_schedule_from_cfg", "unwrap_model"]
 
 
 def unwrap_model(model):
@@ -21,31 +22,55 @@ def epsilon_schedule_from_cfg(cfg):
                            inf.EPSILON_WARMUP)
 
 
-class EpsilonAnnealingHook(HookBase):
-    """Sets ``model.criterion.epsilon = schedule(iter)`` before every step and logs it.
+def capacity_schedule_from_cfg(cfg):
+    """The ``CapacitySchedule`` of ``MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY*``, or None when constant."""
+    inf = cfg.MODEL.MASK_FORMER.INFLUENCER
+    if inf.AUX_CAPACITY_SCHEDULE == "constant":
+        return None
+    return CapacitySchedule(inf.AUX_CAPACITY, inf.AUX_CAPACITY_END, cfg.SOLVER.MAX_ITER, inf.AUX_CAPACITY_SCHEDULE,
+                            inf.AUX_CAPACITY_WARMUP)
 
-    Fails at the start of training if the criterion has no ``epsilon`` (e.g. ``hungarian``):
-    an annealing schedule that would silently do nothing is a configuration error.
+
+class CriterionScheduleHook(HookBase):
+    """Sets ``model.criterion.<attr> = schedule(iter)`` before every step and logs it as
+    ``criterion/<attr>``.
+
+    Fails at the start of training if the criterion has no such attribute (e.g. ``hungarian``):
+    a schedule that would silently do nothing is a configuration error.
     """
 
-    def __init__(self, schedule: EpsilonSchedule):
-        self.schedule = schedule
+    def __init__(self, attr: str, schedule: Schedule, key: str):
+        self.attr, self.schedule, self.key = attr, schedule, key
 
     def _criterion(self):
         criterion = getattr(unwrap_model(self.trainer.model), "criterion", None)
-        if criterion is None or not hasattr(criterion, "epsilon"):
+        if criterion is None or not hasattr(criterion, self.attr):
             raise ValueError(
-                f"MODEL.MASK_FORMER.INFLUENCER.EPSILON_SCHEDULE={self.schedule.kind!r} needs a criterion with an "
-                f"epsilon (the ot criterion), got {type(criterion).__name__}: set EPSILON_SCHEDULE 'constant'")
+                f"MODEL.MASK_FORMER.INFLUENCER.{self.key}={self.schedule.kind!r} needs a criterion with "
+                f"{self.attr} (the ot criterion), got {type(criterion).__name__}: set {self.key} 'constant'")
         return criterion
 
     def before_train(self):
         self._criterion()
 
     def before_step(self):
-        eps = self.schedule(self.trainer.iter)
-        self._criterion().epsilon = eps
-        self.trainer.storage.put_scalar("criterion/epsilon", eps, smoothing_hint=False)
+        value = self.schedule(self.trainer.iter)
+        setattr(self._criterion(), self.attr, value)
+        self.trainer.storage.put_scalar(f"criterion/{self.attr}", value, smoothing_hint=False)
+
+
+class EpsilonAnnealingHook(CriterionScheduleHook):
+    """``criterion.epsilon`` from an :class:`EpsilonSchedule` (``INFLUENCER.EPSILON_SCHEDULE``)."""
+
+    def __init__(self, schedule: EpsilonSchedule):
+        super().__init__("epsilon", schedule, "EPSILON_SCHEDULE")
+
+
+class CapacityAnnealingHook(CriterionScheduleHook):
+    """``criterion.aux_capacity`` from a :class:`CapacitySchedule` (``INFLUENCER.AUX_CAPACITY_SCHEDULE``)."""
+
+    def __init__(self, schedule: CapacitySchedule):
+        super().__init__("aux_capacity", schedule, "AUX_CAPACITY_SCHEDULE")
 
 
 class ModelScalarsHook(HookBase):

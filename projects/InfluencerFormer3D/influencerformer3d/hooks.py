@@ -2,23 +2,28 @@
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from influencer_core.schedules import EpsilonSchedule
+from influencer_core.schedules import CapacitySchedule, EpsilonSchedule
 
 from .registry import register_hook
 
-__all__ = ["EpsilonAnnealingHook", "find_epsilon_owner"]
+__all__ = ["CapacityAnnealingHook", "EpsilonAnnealingHook", "find_epsilon_owner", "find_schedule_owner"]
 
 
-def find_epsilon_owner(model):
-    """The criterion whose ``epsilon`` drives the transport plan: ``model.criterion`` or, for the
-    unified criteria, ``model.criterion.inst_criterion``; None if there is none."""
+def find_schedule_owner(model, attr: str):
+    """The criterion that owns ``attr`` (``epsilon``, ``aux_capacity``): ``model.criterion`` or, for
+    the unified criteria, ``model.criterion.inst_criterion``; None if there is none."""
     if is_model_wrapper(model):
         model = model.module
     criterion = getattr(model, 'criterion', None)
     for obj in (criterion, getattr(criterion, 'inst_criterion', None)):
-        if obj is not None and hasattr(obj, 'epsilon'):
+        if obj is not None and hasattr(obj, attr):
             return obj
     return None
+
+
+def find_epsilon_owner(model):
+    """The criterion whose ``epsilon`` drives the transport plan (see :func:`find_schedule_owner`)."""
+    return find_schedule_owner(model, 'epsilon')
 
 
 @register_hook()
@@ -49,3 +54,32 @@ class EpsilonAnnealingHook(Hook):
         eps = self.schedule(runner.iter)
         find_epsilon_owner(runner.model).epsilon = eps
         runner.message_hub.update_scalar('train/epsilon', eps)
+
+
+@register_hook()
+class CapacityAnnealingHook(Hook):
+    """Anneal ``aux_capacity`` of ``InfluencerCriterion(variant='ot')``: the query mass each instance
+    takes in the auxiliary decoder layers, from ``start`` (one-to-many: extra positives early) to
+    ``end`` (1: one-to-one like the final layer), set before every training iteration and logged
+    as ``aux_capacity``. Config::
+
+        custom_hooks = [dict(type='CapacityAnnealingHook', start=3.0, end=1.0, kind='linear')]
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, start: float, end: float = 1.0, kind: str = 'linear', warmup: int = 0, max_iter=None):
+        self.start, self.end, self.kind, self.warmup, self.max_iter = start, end, kind, warmup, max_iter
+        self.schedule = None
+
+    def before_train(self, runner) -> None:
+        if find_schedule_owner(runner.model, 'aux_capacity') is None:
+            raise ValueError("CapacityAnnealingHook needs a criterion with aux_capacity (InfluencerCriterion with "
+                             "variant='ot'); remove the hook from custom_hooks for this model")
+        max_iter = self.max_iter if self.max_iter is not None else runner.max_iters
+        self.schedule = CapacitySchedule(self.start, self.end, max_iter, self.kind, self.warmup)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        value = self.schedule(runner.iter)
+        find_schedule_owner(runner.model, 'aux_capacity').aux_capacity = value
+        runner.message_hub.update_scalar('train/aux_capacity', value)

@@ -111,7 +111,8 @@ class InfluencerCriterion(CoreCriterionAdapter):
             self.scale = {}
         self.last_stats: Dict[str, Tensor] = {}
 
-    # epsilon annealing from a hook: ``criterion.epsilon = ...``
+    # annealing from a hook: ``criterion.epsilon = ...``, ``criterion.aux_capacity = ...`` (the ot
+    # variant's; for the reference variant the getters raise AttributeError, so hasattr is False)
     @property
     def epsilon(self) -> float:
         return self.core.epsilon
@@ -119,3 +120,11 @@ class InfluencerCriterion(CoreCriterionAdapter):
     @epsilon.setter
     def epsilon(self, value: float) -> None:
         self.core.epsilon = value
+
+    @property
+    def aux_capacity(self) -> float:
+        return self.core.aux_capacity
+
+    @aux_capacity.setter
+    def aux_capacity(self, value: float) -> None:
+        self.core.aux_capacity = value
