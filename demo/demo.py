@@ -26,6 +26,7 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
 from influencerformer2d.config import load_config
+from influencerformer2d.data.datasets import DatasetError
 from influencerformer2d.predictor import VisualizationDemo, output_kind
 
 # the writer's codec for a video file extension (MJPG .avi: the one every OpenCV build writes)
@@ -183,7 +184,7 @@ def main(argv=None):
         else:
             video = open_video(args.video_input, args.output)
             run_video(VisualizationDemo(cfg, args.confidence_threshold), *video, log)
-    except DemoError as e:
+    except (DemoError, DatasetError) as e:  # DatasetError: DATASETS.OWN files missing or malformed
         parser.exit(2, f"{parser.prog}: error: {e}\n")
 
 

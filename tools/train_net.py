@@ -40,7 +40,7 @@ from detectron2.utils.logger import setup_logger
 from influencer_core.run_files import CheckpointError, OutputDirError, check_checkpoint_file, prepare_output_dir
 from influencerformer2d.checkpoint import CheckedCheckpointer, use_checked_checkpointer
 from influencerformer2d.config import load_config
-from influencerformer2d.data.datasets import register_synthetic_coco
+from influencerformer2d.data.datasets import DatasetError, register_synthetic_coco
 from influencerformer2d.evaluation import DuplicateRateEvaluator
 from influencerformer2d.hooks import (
     CapacityAnnealingHook,
@@ -254,9 +254,26 @@ def check_weights_early(cfg, args):
     check_checkpoint_file(weights, "MODEL.WEIGHTS")
 
 
+def check_dataset_names(cfg, args):
+    """Every dataset named in DATASETS.TEST (and DATASETS.TRAIN when training) is registered."""
+    from detectron2.data import DatasetCatalog
+
+    registered = set(DatasetCatalog.list())
+    keys = ("TEST",) if args.eval_only else ("TRAIN", "TEST")
+    for key in keys:
+        unknown = [name for name in cfg.DATASETS[key] if name not in registered]
+        if unknown:
+            # the ones this project's configs use (detectron2 registers dozens more)
+            ours = sorted(n for n in registered if n.startswith("synthetic_") or n.endswith("_panoptic_with_sem_seg"))
+            raise DatasetError(f"DATASETS.{key}: {', '.join(map(repr, unknown))} not registered; the project's "
+                               f"configs use {', '.join(ours)}; for data of your own set DATASETS.OWN "
+                               "(configs/own-data.yaml)")
+
+
 def main(args):
     cfg = setup(args)
     check_weights_early(cfg, args)
+    check_dataset_names(cfg, args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         CheckedCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
@@ -271,13 +288,14 @@ def main(args):
 
 def cli(argv=None):
     """The command line: parse ``argv``, launch ``main`` on --num-gpus processes; returns the exit
-    status (2 with the message for an unreadable checkpoint or an OUTPUT_DIR holding a previous run)."""
+    status (2 with the message for an unreadable checkpoint, an OUTPUT_DIR holding a previous run
+    or missing / malformed dataset files)."""
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,), device=load_cfg(args).MODEL.DEVICE)
-    except (CheckpointError, OutputDirError) as exc:  # problems the user fixes: the message, no traceback
+    except (CheckpointError, OutputDirError, DatasetError) as exc:  # the user fixes these: message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -21,7 +21,7 @@ from influencer_core.run_files import CheckpointError
 from influencer_data.cli import at_least
 from influencerformer2d.checkpoint import CheckedCheckpointer
 from influencerformer2d.config import load_config
-from influencerformer2d.data.datasets import register_synthetic_coco
+from influencerformer2d.data.datasets import DatasetError, register_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # datasets/prepare_synthetic_2d.py's default output in this checkout: the synthetic dataset's root
@@ -46,7 +46,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
 
-    cfg = load_config(args.config_file, args.opts)
+    try:
+        cfg = load_config(args.config_file, args.opts)
+    except DatasetError as exc:  # DATASETS.OWN: missing or malformed files
+        raise SystemExit(f"error: {exc}") from None
     weights = args.weights or os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     if not os.path.exists(weights):
         raise SystemExit(f"no weights at {weights}: train first (python tools/train_net.py --config-file "
@@ -58,7 +61,10 @@ def main(argv=None):
     except CheckpointError as exc:
         raise SystemExit(f"error: {exc}") from None
     meta = MetadataCatalog.get(dataset)
-    records = DatasetCatalog.get(dataset)[: args.num]
+    try:
+        records = DatasetCatalog.get(dataset)[: args.num]
+    except DatasetError as exc:  # missing or malformed dataset files: the message names the fix
+        raise SystemExit(f"error: {exc}") from None
     if not records:
         raise SystemExit(f"dataset {dataset} has no images to draw; prepare it (python "
                          "datasets/prepare_synthetic_2d.py for the synthetic one) or pick another with --dataset")

@@ -114,6 +114,27 @@ def test_train_net_damaged_weights_exit_2_naming_them(tmp_path, syn2d, capsys):
     _assert_checkpoint_message(capsys.readouterr().err, str(legacy), 'MODEL.WEIGHTS')
 
 
+def test_train_net_missing_dataset_files_exit_2_with_the_fix(tmp_path, syn2d, capsys):
+    """Dataset files that are missing are the user's to create: the message and how, no traceback."""
+    from influencerformer2d.data.datasets import register_synthetic_coco
+    train_net = load_script('tools/train_net.py')
+    register_synthetic_coco(str(tmp_path / 'not_generated'), prefix='gone2d')
+    argv = _train_argv(tmp_path / 'out')
+    argv[argv.index("('bad2d_train_panoptic',)")] = "('gone2d_train_panoptic',)"
+    assert train_net.cli(argv) == 2
+    err = capsys.readouterr().err
+    assert 'error: missing dataset files: ' in err and str(tmp_path / 'not_generated') in err
+    # no exception trace (detectron2's loggers of earlier tests may print logging errors of their
+    # own into the captured stream, so look for the exception's name, not for 'Traceback')
+    assert 'prepare_synthetic_2d.py' in err and 'MissingDatasetError' not in err
+    # a name that is not registered at all
+    argv[argv.index("('gone2d_train_panoptic',)")] = "('nope',)"
+    assert train_net.cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: DATASETS.TRAIN: 'nope' not registered" in err and 'DATASETS.OWN' in err
+    assert 'synthetic_coco_train_panoptic' in err and 'KeyError' not in err
+
+
 def _previous_2d_run(out):
     out.mkdir(parents=True)
     torch.save({'model': {}}, out / 'model_final.pth')

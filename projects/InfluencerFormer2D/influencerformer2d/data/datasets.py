@@ -37,6 +37,8 @@ from influencer_data.synthetic_2d import CATEGORIES as SYNTHETIC_2D_CATEGORIES
 from ..config import OWN_DATA_PLACEHOLDER
 
 __all__ = [
+    "DatasetError",
+    "MissingDatasetError",
     "register_own_data",
     "SYNTHETIC_COCO_CATEGORIES",
     "default_synthetic_root",
@@ -47,6 +49,15 @@ __all__ = [
     "register_coco_panoptic",
     "register_coco_dataset",
 ]
+
+
+class DatasetError(ValueError):
+    """A dataset's files are malformed: the message names the file and the fix (the tools print it
+    without a traceback)."""
+
+
+class MissingDatasetError(DatasetError, FileNotFoundError):
+    """A dataset's files are missing: the message lists them and how to create them."""
 
 # The generator's categories (influencer_data.synthetic_2d writes them into every json; a dataset
 # whose json lists other ids is refused when loaded).
@@ -98,10 +109,10 @@ def _coco_files(root, split):
 
 
 def _require(paths, hint):
-    """Raise FileNotFoundError listing the missing paths and how to create them."""
+    """Raise MissingDatasetError listing the missing paths and how to create them."""
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
-        raise FileNotFoundError("missing dataset files: " + ", ".join(missing) + "\n" + hint)
+        raise MissingDatasetError("missing dataset files: " + ", ".join(missing) + "\n" + hint)
 
 
 def load_panoptic_with_sem_seg(panoptic_json, image_root, panoptic_root, sem_seg_root, meta, hint=""):
@@ -117,7 +128,7 @@ def load_panoptic_with_sem_seg(panoptic_json, image_root, panoptic_root, sem_seg
     thing_ids = set(meta["thing_dataset_id_to_contiguous_id"])
     json_ids = {c["id"] for c in data["categories"]}
     if json_ids != set(to_contiguous):
-        raise ValueError(f"{panoptic_json}: category ids {sorted(json_ids)} differ from the registered "
+        raise DatasetError(f"{panoptic_json}: category ids {sorted(json_ids)} differ from the registered "
                          f"{sorted(to_contiguous)}; regenerate the data.\n{hint}")
     image_info = {img["id"]: img for img in data.get("images", [])}
     records = []
@@ -142,7 +153,7 @@ def load_panoptic_with_sem_seg(panoptic_json, image_root, panoptic_root, sem_seg
             record["height"], record["width"] = img["height"], img["width"]
         records.append(record)
     if not records:
-        raise FileNotFoundError(f"{panoptic_json} lists no images\n{hint}")
+        raise MissingDatasetError(f"{panoptic_json} lists no images\n{hint}")
     first = records[0]
     _require([first["file_name"], first["pan_seg_file_name"], first["sem_seg_file_name"]], hint)
     return records
@@ -227,7 +238,7 @@ def _register_unknown_root(name, meta, **extra):
     """Register name with its metadata and a loader that says how to give the dataset's folder."""
 
     def load():
-        raise FileNotFoundError(f"{name}: {NO_SYNTHETIC_ROOT}")
+        raise MissingDatasetError(f"{name}: {NO_SYNTHETIC_ROOT}")
 
     _unregister(name)
     DatasetCatalog.register(name, load)
@@ -260,24 +271,24 @@ def register_coco_panoptic(root=None):
 def _read_coco_json(path, what):
     """The dict of a COCO json with ``categories`` and ``annotations`` (ValueError naming the file)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what}: no such file: {path}")
+        raise MissingDatasetError(f"{what}: no such file: {path}")
     try:
         with open(path) as f:
             data = json.load(f)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {path} is not valid json: {exc}") from exc
+        raise DatasetError(f"{what} {path} is not valid json: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{what} {path}: expected a COCO json object, got {type(data).__name__}")
+        raise DatasetError(f"{what} {path}: expected a COCO json object, got {type(data).__name__}")
     for key in ("categories", "annotations"):
         if not data.get(key):
-            raise ValueError(f"{what} {path} has no (or an empty) {key!r} list; a COCO json needs "
+            raise DatasetError(f"{what} {path} has no (or an empty) {key!r} list; a COCO json needs "
                              "'images', 'annotations' and 'categories'")
     for c in data["categories"]:
         if "id" not in c or "name" not in c:
-            raise ValueError(f"{what} {path}: category without 'id' or 'name': {c}")
+            raise DatasetError(f"{what} {path}: category without 'id' or 'name': {c}")
     ids = [c["id"] for c in data["categories"]]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{what} {path}: repeated category ids in {ids}")
+        raise DatasetError(f"{what} {path}: repeated category ids in {ids}")
     return data
 
 
@@ -296,7 +307,7 @@ def _check_files(paths, what, json_path):
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise FileNotFoundError(f"{len(missing)} {what} listed in {json_path} not found: "
+        raise MissingDatasetError(f"{len(missing)} {what} listed in {json_path} not found: "
                                 f"{', '.join(missing[:3])}{more}")
 
 
@@ -304,18 +315,18 @@ def _check_panoptic(data, path, image_root, panoptic_root):
     """Category ids used by segments are declared; every image and panoptic PNG exists."""
     for c in data["categories"]:
         if "isthing" not in c:
-            raise ValueError(f"panoptic json {path}: category {c['id']} ({c['name']!r}) has no 'isthing' flag")
+            raise DatasetError(f"panoptic json {path}: category {c['id']} ({c['name']!r}) has no 'isthing' flag")
     known = {c["id"] for c in data["categories"]}
     images = {img["id"]: img for img in data.get("images", [])}
     used = set()
     for ann in data["annotations"]:
         if "file_name" not in ann or "segments_info" not in ann:
-            raise ValueError(f"panoptic json {path}: annotation without 'file_name'/'segments_info': "
+            raise DatasetError(f"panoptic json {path}: annotation without 'file_name'/'segments_info': "
                              f"image_id {ann.get('image_id')}")
         used |= {s["category_id"] for s in ann["segments_info"]}
     unknown = sorted(used - known)
     if unknown:
-        raise ValueError(f"panoptic json {path}: segments use category ids {unknown} that its 'categories' "
+        raise DatasetError(f"panoptic json {path}: segments use category ids {unknown} that its 'categories' "
                          f"list does not declare (declared: {sorted(known)})")
     names = [images.get(int(a["image_id"]), {}).get("file_name", os.path.splitext(a["file_name"])[0] + ".jpg")
              for a in data["annotations"]]
@@ -328,10 +339,10 @@ def _check_instances(data, path, image_root):
     known = {c["id"] for c in data["categories"]}
     unknown = sorted({a["category_id"] for a in data["annotations"]} - known)
     if unknown:
-        raise ValueError(f"instances json {path}: annotations use category ids {unknown} that its 'categories' "
+        raise DatasetError(f"instances json {path}: annotations use category ids {unknown} that its 'categories' "
                          f"list does not declare (declared: {sorted(known)})")
     if not data.get("images"):
-        raise ValueError(f"instances json {path} has no 'images' list")
+        raise DatasetError(f"instances json {path} has no 'images' list")
     _check_files([os.path.join(image_root, img["file_name"]) for img in data["images"]], "images", path)
 
 
@@ -376,16 +387,16 @@ def register_coco_dataset(name, image_root, panoptic_json=None, panoptic_root=No
 
     log = log or logging.getLogger("influencerformer2d").info
     if not name:
-        raise ValueError("register_coco_dataset: empty dataset name")
+        raise DatasetError("register_coco_dataset: empty dataset name")
     if not panoptic_json and not instances_json:
-        raise ValueError(f"dataset {name!r}: give a panoptic json (with its panoptic root) and/or an instances json")
+        raise DatasetError(f"dataset {name!r}: give a panoptic json (with its panoptic root) and/or an instances json")
     if not image_root or not os.path.isdir(image_root):
-        raise FileNotFoundError(f"dataset {name!r}: image root is not a folder: {image_root!r}")
+        raise MissingDatasetError(f"dataset {name!r}: image root is not a folder: {image_root!r}")
     image_root = os.path.abspath(image_root)
     names, num_classes = [], {}
     if panoptic_json:
         if not panoptic_root or not os.path.isdir(panoptic_root):
-            raise FileNotFoundError(f"dataset {name!r}: the panoptic root (folder of the PNGs of {panoptic_json}) "
+            raise MissingDatasetError(f"dataset {name!r}: the panoptic root (folder of the PNGs of {panoptic_json}) "
                                     f"is not a folder: {panoptic_root!r}")
         panoptic_json, panoptic_root = os.path.abspath(panoptic_json), os.path.abspath(panoptic_root)
         data = _read_coco_json(panoptic_json, "panoptic json")
@@ -393,7 +404,7 @@ def register_coco_dataset(name, image_root, panoptic_json=None, panoptic_root=No
         if sem_seg_root:
             sem_seg_root = os.path.abspath(sem_seg_root)
             if not os.path.isdir(sem_seg_root):
-                raise FileNotFoundError(f"dataset {name!r}: sem_seg_root is not a folder: {sem_seg_root} "
+                raise MissingDatasetError(f"dataset {name!r}: sem_seg_root is not a folder: {sem_seg_root} "
                                         "(leave it empty to derive the semantic PNGs from the panoptic ones)")
         else:
             sem_seg_root = default_sem_seg_root(panoptic_root)
@@ -434,7 +445,7 @@ def register_own_data(cfg):
         own = cfg.DATASETS[key]
         if not own.NAME:
             if any(own[k] for k in own):
-                raise ValueError(f"DATASETS.{key}: set DATASETS.{key}.NAME to register the dataset")
+                raise DatasetError(f"DATASETS.{key}: set DATASETS.{key}.NAME to register the dataset")
             continue
         names, num_classes = register_coco_dataset(
             own.NAME, own.IMAGE_ROOT, panoptic_json=own.PANOPTIC_JSON or None, panoptic_root=own.PANOPTIC_ROOT or None,
@@ -445,7 +456,7 @@ def register_own_data(cfg):
         if tuple(cfg.DATASETS[field]) != placeholder:
             continue
         if key not in registered:
-            raise ValueError(f"DATASETS.{field} is the placeholder {placeholder}: set DATASETS.OWN.NAME, "
+            raise DatasetError(f"DATASETS.{field} is the placeholder {placeholder}: set DATASETS.OWN.NAME, "
                              "IMAGE_ROOT and PANOPTIC_JSON + PANOPTIC_ROOT (or INSTANCES_JSON), or name "
                              f"registered datasets in DATASETS.{field}")
         cfg.DATASETS[field] = (registered[key][0],)
@@ -457,6 +468,6 @@ def register_own_data(cfg):
     counts = {n: c for _, (_, nc) in registered.items() for n, c in nc.items()}
     for name in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
         if name in counts and counts[name] != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} but the "
+            raise DatasetError(f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} but the "
                              f"dataset {name} has {counts[name]} classes: set "
                              f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {counts[name]}")
