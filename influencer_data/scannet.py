@@ -112,12 +112,24 @@ def check_raw(root: str) -> Optional[str]:
 # ----------------------------------------------------------------------------
 def read_label_map(path: str, label_from: str = 'raw_category',
                    label_to: str = 'nyu40id') -> Dict[str, int]:
+    """``{raw category: id}`` from ScanNet's ``scannetv2-labels.combined.tsv``; rows whose ``label_to``
+    is not an integer are skipped (as upstream's reader does), a file without the two columns or
+    without any usable row is an error."""
     out = {}
     with open(path, newline='') as f:
-        for row in csv.DictReader(f, delimiter='\t'):
+        reader = csv.DictReader(f, delimiter='\t')
+        missing = [c for c in (label_from, label_to) if c not in (reader.fieldnames or ())]
+        if missing:
+            raise RawDataError(f'{path}: no column {", ".join(map(repr, missing))} in its header '
+                               f'{reader.fieldnames}; expected ScanNet\'s tab-separated '
+                               'scannetv2-labels.combined.tsv')
+        for row in reader:
             value = row.get(label_to, '')
             if value is not None and value.strip().lstrip('-').isdigit():
                 out[row[label_from]] = int(value)
+    if not out:
+        raise RawDataError(f'{path}: no row has an integer {label_to!r}; expected ScanNet\'s '
+                           'scannetv2-labels.combined.tsv')
     return out
 
 

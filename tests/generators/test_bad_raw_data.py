@@ -134,6 +134,20 @@ def test_scannet_bad_axis_alignment_names_the_file(tmp_path):
         scannet.read_axis_alignment(path)
 
 
+def test_scannet_label_map_without_its_columns_or_rows_is_an_error(tmp_path):
+    good = tmp_path / 'labels.tsv'
+    good.write_text('id\traw_category\tnyu40id\n1\twall\t1\n2\tchair\t5\n3\tunknown\t\n')
+    assert scannet.read_label_map(str(good)) == {'wall': 1, 'chair': 5}  # rows without an id skipped
+    comma = tmp_path / 'comma.tsv'
+    comma.write_text('id,raw_category,nyu40id\n1,wall,1\n')
+    with pytest.raises(RawDataError, match=r"comma.tsv: no column 'raw_category', 'nyu40id' in its header"):
+        scannet.read_label_map(str(comma))
+    empty = tmp_path / 'empty.tsv'
+    empty.write_text('id\traw_category\tnyu40id\n1\twall\tx\n')
+    with pytest.raises(RawDataError, match="no row has an integer 'nyu40id'"):
+        scannet.read_label_map(str(empty))
+
+
 def test_scannet_rerun_rebuilds_scenes_whose_raw_files_changed(tmp_path, capsys):
     pytest.importorskip('plyfile')
     from test_synthetic_3d import _fake_scannet
