@@ -203,8 +203,7 @@ def train(model, images, ids, args, log=print):
         x, t = augment(x_all[pick], t_all[pick], gen)
         emb, logit = model(x.to(args.device))
         b = x.shape[0]
-        # contiguous: InfluencerLoss views its beta logits flat (a permuted tensor fails there)
-        out = loss_fn(emb.reshape(b, -1, emb.shape[-1]).contiguous(), logit.reshape(b, -1).contiguous(),
+        out = loss_fn(emb.reshape(b, -1, emb.shape[-1]), logit.reshape(b, -1),
                       t.reshape(b, -1).to(args.device), num_instances=max(int(k_all[pick].max()), 1))
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()

@@ -93,9 +93,10 @@ class InfluencerLoss(nn.Module):
         if instance_ids.dtype.is_floating_point or instance_ids.dtype == torch.bool:
             raise TypeError(f"instance_ids must be an integer tensor (-1 for background), got {instance_ids.dtype}: "
                             "convert with .long()")
-        x = embeddings.float()
-        beta = beta_logits.float()
-        ids = instance_ids.long()
+        # contiguous: the flat views below need it (a CNN's permuted [B, H, W, D] output is not)
+        x = embeddings.float().contiguous()
+        beta = beta_logits.float().contiguous()
+        ids = instance_ids.long().contiguous()
         b, n, _ = x.shape
         ignored = ids == self.ignore_index if self.ignore_index is not None else torch.zeros_like(ids, dtype=torch.bool)
         if num_instances is None:

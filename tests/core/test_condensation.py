@@ -89,3 +89,18 @@ def test_bad_inputs():
         InfluencerLoss()(torch.randn(5, 3), torch.randn(4), torch.zeros(5, dtype=torch.long))
     with pytest.raises(TypeError, match="integer"):
         InfluencerLoss()(torch.randn(5, 3), torch.randn(5), torch.zeros(5))
+
+
+def test_non_contiguous_inputs():
+    """Permuted network outputs (e.g. point-major buffers seen image-major) are not contiguous:
+    same loss as their contiguous copies."""
+    gen = torch.Generator().manual_seed(3)
+    emb = torch.randn(30, 2, 4, generator=gen).transpose(0, 1)  # [B, N, D], not contiguous
+    beta = torch.randn(30, 2, generator=gen).t()
+    ids = torch.randint(-1, 3, (30, 2), generator=gen).t()
+    assert not (emb.is_contiguous() or beta.is_contiguous() or ids.is_contiguous())
+    loss = InfluencerLoss(**PARAMS)
+    out = loss(emb, beta, ids, num_instances=3)
+    ref = loss(emb.contiguous(), beta.contiguous(), ids.contiguous(), num_instances=3)
+    for key in KEYS:
+        assert torch.allclose(out[key], ref[key]), key
