@@ -58,7 +58,8 @@ def test_the_plugin_registers_in_mmdet3d_registries():
                                       'Det3DDataPreprocessor_')),
                             (TRANSFORMS, ('Pack3DDetInputs_', 'PointSample_', 'LoadAnnotations3D_')),
                             (DATASETS, ('S3DISSegDataset_', 'ScanNetSegDataset_', 'OwnSegDataset')),
-                            (METRICS, ('UnifiedSegMetric',)), (HOOKS, ('EpsilonAnnealingHook', 'CapacityAnnealingHook'))):
+                            (METRICS, ('UnifiedSegMetric',)),
+                            (HOOKS, ('EpsilonAnnealingHook', 'CapacityAnnealingHook'))):
         for name in names:
             assert name in registry.module_dict, (registry.name, name)
     # importing a module again (e.g. under another name) does not fail on its taken names
