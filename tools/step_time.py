@@ -54,10 +54,10 @@ def setup_2d(args):
 
     from influencerformer2d.config import load_config
     from influencerformer2d.data.dataset_mappers import COCOInstanceLSJDatasetMapper, COCOPanopticLSJDatasetMapper
-    from influencerformer2d.data.datasets import register_synthetic_coco
+    from influencerformer2d.data.datasets import register_checkout_synthetic_coco
     from influencerformer2d.influencerformer_model import build_criterion_from_cfg
 
-    register_synthetic_coco()
+    register_checkout_synthetic_coco(ROOT)
     cfg = load_config(args.config_file, ["MODEL.MASK_FORMER.CRITERION", arms.criterion_2d(args.arms[0]),
                                          "SEED", str(args.seed), *args.opts])
     torch.manual_seed(args.seed)

@@ -40,7 +40,7 @@ from detectron2.utils.logger import setup_logger
 from influencer_core.run_files import CheckpointError, OutputDirError, check_checkpoint_file, prepare_output_dir
 from influencerformer2d.checkpoint import CheckedCheckpointer, use_checked_checkpointer
 from influencerformer2d.config import load_config
-from influencerformer2d.data.datasets import DatasetError, register_synthetic_coco
+from influencerformer2d.data.datasets import DatasetError, register_checkout_synthetic_coco
 from influencerformer2d.evaluation import DuplicateRateEvaluator
 from influencerformer2d.hooks import (
     CapacityAnnealingHook,
@@ -57,11 +57,7 @@ from influencerformer2d.data.dataset_mappers import (
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# datasets/prepare_synthetic_2d.py's default output in this checkout: the synthetic dataset's root
-# when DETECTRON2_DATASETS is not set (then it is $DETECTRON2_DATASETS/synthetic_coco)
-SYNTHETIC_ROOT = os.path.join(ROOT, "datasets", "generated", "synthetic_coco")
-if not os.environ.get("DETECTRON2_DATASETS"):
-    register_synthetic_coco(SYNTHETIC_ROOT)
+register_checkout_synthetic_coco(ROOT)  # datasets/generated/synthetic_coco unless DETECTRON2_DATASETS
 
 # (non-empty) files that show a detectron2 training run in OUTPUT_DIR, and the further ones --overwrite
 # deletes with them; TensorBoard events and an empty metrics.json are also left by a run that failed while starting

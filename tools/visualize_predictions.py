@@ -21,14 +21,10 @@ from influencer_core.run_files import CheckpointError
 from influencer_data.cli import at_least
 from influencerformer2d.checkpoint import CheckedCheckpointer
 from influencerformer2d.config import load_config
-from influencerformer2d.data.datasets import DatasetError, register_synthetic_coco
+from influencerformer2d.data.datasets import DatasetError, register_checkout_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# datasets/prepare_synthetic_2d.py's default output in this checkout: the synthetic dataset's root
-# when DETECTRON2_DATASETS is not set (then it is $DETECTRON2_DATASETS/synthetic_coco)
-SYNTHETIC_ROOT = os.path.join(ROOT, "datasets", "generated", "synthetic_coco")
-if not os.environ.get("DETECTRON2_DATASETS"):
-    register_synthetic_coco(SYNTHETIC_ROOT)
+register_checkout_synthetic_coco(ROOT)  # datasets/generated/synthetic_coco unless DETECTRON2_DATASETS
 
 
 def parse_args(argv=None):

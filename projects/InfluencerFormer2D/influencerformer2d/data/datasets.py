@@ -37,6 +37,7 @@ from influencer_data.synthetic_2d import CATEGORIES as SYNTHETIC_2D_CATEGORIES
 from ..config import OWN_DATA_PLACEHOLDER
 
 __all__ = [
+    "register_checkout_synthetic_coco",
     "DatasetError",
     "MissingDatasetError",
     "register_own_data",
@@ -199,6 +200,17 @@ def _register_instances(name, meta, json_file, image_root, hint):
     _unregister(name)
     DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **meta)
+
+
+def register_checkout_synthetic_coco(checkout_root):
+    """The tools' default: without ``DETECTRON2_DATASETS``, the synthetic dataset is the one
+    ``datasets/prepare_synthetic_2d.py`` writes into the checkout (``datasets/generated/synthetic_coco``);
+    with it, ``$DETECTRON2_DATASETS/synthetic_coco`` (read now: the variable may have been set after
+    the package's import registered the names)."""
+    if os.environ.get("DETECTRON2_DATASETS"):
+        register_synthetic_coco()
+    else:
+        register_synthetic_coco(os.path.join(checkout_root, "datasets", "generated", "synthetic_coco"))
 
 
 def register_synthetic_coco(root=None, prefix="synthetic_coco"):
