@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 import _readout
 from influencer_core.condensation import InfluencerLoss
-from influencer_core.run_files import prepare_output_dir, previous_run_files
+from influencer_core.run_files import OutputDirError, prepare_output_dir
 from influencer_data.cli import at_least
 
 RUN_MARKERS = ("metrics.json", "*.png")
@@ -272,11 +272,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.image_size % 4:
         parser.error(f"--image-size must be divisible by 4 (the network halves it twice), got {args.image_size}")
-    found = previous_run_files(args.output, RUN_MARKERS)
-    if found and not args.overwrite:
-        parser.error(f"{args.output} (--output) already holds a run ({', '.join(found)}); pass --overwrite to "
-                     "replace it or choose another --output")
-    prepare_output_dir(args.output, markers=RUN_MARKERS, resume=False, overwrite=args.overwrite, setting="--output")
+    try:
+        prepare_output_dir(args.output, markers=RUN_MARKERS, resume=False, overwrite=args.overwrite,
+                           setting="--output", resumable=False)
+    except OutputDirError as exc:
+        parser.error(str(exc))
     os.makedirs(args.output, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)

@@ -44,7 +44,7 @@ from torch import nn
 
 import _readout
 from influencer_core.condensation import InfluencerLoss
-from influencer_core.run_files import prepare_output_dir, previous_run_files
+from influencer_core.run_files import OutputDirError, prepare_output_dir
 from influencer_data import s3dis
 from influencer_data import synthetic_3d
 from influencer_data.cli import at_least
@@ -278,11 +278,11 @@ def main(argv=None):
     """Run the example; returns the metrics dict (also written to OUTPUT/metrics.json)."""
     parser = argument_parser()
     args = parser.parse_args(argv)
-    found = previous_run_files(args.output, RUN_MARKERS)
-    if found and not args.overwrite:
-        parser.error(f"{args.output} (--output) already holds a run ({', '.join(found)}); pass --overwrite to "
-                     "replace it or choose another --output")
-    prepare_output_dir(args.output, markers=RUN_MARKERS, resume=False, overwrite=args.overwrite, setting="--output")
+    try:
+        prepare_output_dir(args.output, markers=RUN_MARKERS, resume=False, overwrite=args.overwrite,
+                           setting="--output", resumable=False)
+    except OutputDirError as exc:
+        parser.error(str(exc))
     os.makedirs(args.output, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)

@@ -164,14 +164,16 @@ def previous_run_files(folder: str, markers: Iterable[str]) -> List[str]:
 
 def prepare_output_dir(folder: str, *, markers: Iterable[str], resume: bool, overwrite: bool,
                        also_remove: Iterable[str] = (), keep: Iterable[Optional[str]] = (),
-                       setting: str = "the output folder", log: Callable[[str], None] = print) -> List[str]:
+                       setting: str = "the output folder", log: Callable[[str], None] = print,
+                       resumable: bool = True) -> List[str]:
     """Guard a training run's output ``folder`` against a previous run's files.
 
     ``markers``: glob patterns (relative to ``folder``) of files that show a previous run
     (checkpoints, ``last_checkpoint``, metric logs; see :func:`previous_run_files`); ``also_remove``:
     patterns of further files or folders of a run that ``overwrite`` deletes with them (text logs,
     TensorBoard events, per-run log folders); ``keep``: paths never deleted (e.g. the weights the
-    new run starts from).  ``setting`` names the option that chose the folder, for the message.
+    new run starts from).  ``setting`` names the option that chose the folder, for the message;
+    ``resumable=False``: the tool has no ``--resume`` (examples), so the message does not offer it.
 
     Returns the paths removed (``overwrite``) or [].  Raises :class:`OutputDirError` when the folder
     holds a previous run and neither ``resume`` nor ``overwrite`` is set, or when both are."""
@@ -183,10 +185,13 @@ def prepare_output_dir(folder: str, *, markers: Iterable[str], resume: bool, ove
         return []
     if not overwrite:
         shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-        raise OutputDirError(
-            f"{folder} ({setting}) already holds a training run ({shown}); training again would replace its "
-            f"checkpoints and mix the two runs' logs. Pass --resume to continue that run, --overwrite to delete "
-            f"its files and start again, or choose another folder")
+        if resumable:
+            raise OutputDirError(
+                f"{folder} ({setting}) already holds a training run ({shown}); training again would replace its "
+                f"checkpoints and mix the two runs' logs. Pass --resume to continue that run, --overwrite to delete "
+                f"its files and start again, or choose another folder")
+        raise OutputDirError(f"{folder} ({setting}) already holds a run ({shown}); pass --overwrite to replace it "
+                             f"or choose another folder")
     kept = {os.path.realpath(p) for p in keep if p}
     removed = []
     for rel in _glob(folder, markers + list(also_remove)):

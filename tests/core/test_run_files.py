@@ -112,6 +112,10 @@ def test_output_dir_with_a_previous_run_is_refused(tmp_path):
     assert msg.startswith(f"{folder} (--work-dir) already holds a training run (20260101_000000/vis_data/"
                           "scalars.json, iter_2.pth)")
     assert "--resume to continue" in msg and "--overwrite to delete" in msg
+    with pytest.raises(OutputDirError) as info:  # a tool without --resume does not offer it
+        prepare_output_dir(folder, markers=MARKERS, resume=False, overwrite=False, setting="--output",
+                           resumable=False)
+    assert "already holds a run (" in str(info.value) and "--resume" not in str(info.value)
     assert prepare_output_dir(folder, markers=MARKERS, resume=True, overwrite=False) == []   # resume: kept
     with pytest.raises(OutputDirError, match="give only one"):
         prepare_output_dir(folder, markers=MARKERS, resume=True, overwrite=True)

@@ -171,6 +171,7 @@ def test_a_used_output_folder_is_refused_without_overwrite(name, tmp_path, capsy
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--overwrite" in err and "metrics.json" in err
+    assert "--resume" not in err  # the examples have no --resume
     (out / toy.PICTURE).write_bytes(b"old")
     toy.main(tiny + ["--output", str(out), "--overwrite"])
     assert (out / toy.PICTURE).read_bytes()[:4] == b"\x89PNG"
