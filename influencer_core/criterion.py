@@ -709,6 +709,13 @@ class OTInfluencerCriterion(SharedPointCriterion):
     query's class probability estimates the share of an instance it owns.  Both equal
     Hungarian's CE for a one-to-one plan.
 
+    ``class_quality`` = a > 0 (``class_target="query"`` only): IoU-aware class targets, as
+    Stable-DINO / Align-DETR do. The share ``plan[q,k]`` of a query's soft label that names
+    instance k's class becomes ``plan[q,k] * D(q,k)^a`` with D the (detached) dice coefficient of
+    the pair; the rest goes to "no object". A query's class probability then estimates the
+    quality of its mask as well as its share of the instance, which is what the score that ranks
+    predictions for AP needs. 0 (default): off, the plan row itself.
+
     ``aux_capacity`` > 1: in the auxiliary decoder layers every instance takes up to that much
     query mass (one-to-many supervision of intermediate layers, as hybrid-assignment DETRs
     do; an instance's mask terms are divided by its mass so it still weighs one mask); the
@@ -732,7 +739,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0,
                  class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5,
                  reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
-                 check_values: bool = True):
+                 check_values: bool = True, class_quality: float = 0.0):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
         owner = type(self).__name__
         self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, exclusion_weight=exclusion_weight,
@@ -742,6 +749,12 @@ class OTInfluencerCriterion(SharedPointCriterion):
                      hint="with no iteration the plan ignores the costs and the mask losses vanish")
         if class_target not in ("mass", "query"):
             raise ValueError(f"{owner}: class_target must be 'mass' or 'query', got {class_target!r}")
+        check_number(owner, "class_quality", class_quality, low=0,
+                     hint="0 = off; the dice exponent of the class target")
+        if class_quality > 0 and class_target != "query":
+            raise ValueError(f"{owner}: class_quality > 0 needs class_target='query' (a soft label per query), "
+                             f"got class_target={class_target!r}")
+        self.class_quality = float(class_quality)
         check_number(owner, "exclusion_overlap", exclusion_overlap, low=0, high=1, high_open=True)
         check_number(owner, "score_iou_thr", score_iou_thr, low=0, high=1, high_open=True, optional=True)
         check_flag(owner, "reuse_final_plan", reuse_final_plan)
@@ -909,7 +922,12 @@ class OTInfluencerCriterion(SharedPointCriterion):
         ce_den = to_inst.sum() + eos * to_none.sum()
         if self.class_target == "query":  # one soft-label CE per query (target = its plan row)
             weight = to_inst.sum(-1) + eos * to_none  # [B, Q]
-            ce_num = (weight * ((to_inst * costs["ce"]).sum(-1) + to_none * costs["ce_none"])).sum()
+            label_inst, label_none = to_inst, to_none
+            if self.class_quality > 0:  # IoU-aware: the class share scaled by the mask's quality
+                quality = (1 - costs["dice"].detach()).clamp(0, 1).pow(self.class_quality)
+                label_inst = to_inst * quality
+                label_none = to_none + (to_inst - label_inst).sum(-1)
+            ce_num = (weight * ((label_inst * costs["ce"]).sum(-1) + label_none * costs["ce_none"])).sum()
         else:  # every unit of plan mass is one CE term; no-object mass down-weighted by eos
             ce_num = (to_inst * costs["ce"]).sum() + eos * (to_none * costs["ce_none"]).sum()
         # duplicates: no-object queries whose mask overlaps an instance (dice coefficient > t)

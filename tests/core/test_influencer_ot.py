@@ -390,6 +390,43 @@ def test_class_loss_minimiser_given_a_soft_plan(class_target):
     assert worse > loss
 
 
+@pytest.mark.parametrize("a", [0.5, 2.0])
+def test_iou_aware_class_target_minimiser(a):
+    """class_quality = a: for a fixed plan the CE is minimised where a query's probability of
+    instance k's class is plan[q,k] * dice(q,k)^a and "no object" takes the rest; a = 0 is
+    the plain per-query target, and a perfect mask leaves the target unchanged."""
+    g = torch.Generator().manual_seed(1)
+    q, k, p = 5, 2, 40
+    labels = torch.tensor([1, 3])
+    masks = (torch.rand(k, p, generator=g) > 0.5).float()
+    x = torch.randn(1, q, p, generator=g) * 3  # mask logits: pairs of every quality
+    crit = build_criterion("ot", num_classes=C, class_quality=a)
+    state = crit.prepare([as_outputs(x[0], torch.zeros(q, C + 1))], [{"labels": labels, "masks": masks}])
+    plan = torch.rand(1, q, k + 1, generator=g)
+    plan = plan / plan.sum(-1, keepdim=True)
+    dice = 1 - crit.pair_costs(torch.zeros(1, q, C + 1), x, state["targets"], state["labels"])["dice"][0]
+    target = torch.zeros(q, C + 1)
+    target[:, labels] = plan[0, :, :k] * dice.pow(a)
+    target[:, C] = 1 - target[:, labels].sum(-1)
+    logits = target.clamp(min=1e-12).log().requires_grad_(True)
+    loss = crit.losses_from_plan(crit.pair_costs(logits[None], x, state["targets"], state["labels"]), plan,
+                                 state)["loss_ce"]
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert grad.abs().max() < 1e-5
+    # a = 0 is today's target; with perfect masks (dice = 1) the two agree
+    plain = build_criterion("ot", num_classes=C)
+    perfect = torch.cat([masks, masks, masks])[:q][None] * 40 - 20  # logits +-20: instances 0, 1, 0, 1, 0
+    onehot = torch.zeros(1, q, k + 1)
+    onehot[0, torch.arange(q), torch.arange(q) % k] = 1
+    st = plain.prepare([as_outputs(perfect[0], torch.zeros(q, C + 1))], [{"labels": labels, "masks": masks}])
+    logits2 = torch.randn(1, q, C + 1, generator=g)
+    losses = [c.losses_from_plan(c.pair_costs(logits2, perfect, st["targets"], st["labels"]), onehot, st)["loss_ce"]
+              for c in (plain, crit)]
+    assert torch.allclose(losses[0], losses[1], atol=1e-4)
+    with pytest.raises(ValueError, match="class_target='query'"):
+        build_criterion("ot", num_classes=C, class_quality=a, class_target="mass")
+
+
 def test_query_class_target_rejects_unknown_name():
     with pytest.raises(ValueError, match="class_target"):
         build_criterion("ot", num_classes=C, class_target="soft")

@@ -45,6 +45,7 @@ CRITERION_OPTION_KEYS = {
     "exclusion_weight": "INFLUENCER.EXCLUSION_WEIGHT",
     "exclusion_overlap": "INFLUENCER.EXCLUSION_OVERLAP",
     "class_target": "INFLUENCER.CLASS_TARGET",
+    "class_quality": "INFLUENCER.CLASS_QUALITY",
     "aux_capacity": "INFLUENCER.AUX_CAPACITY",
     "reuse_final_plan": "INFLUENCER.REUSE_FINAL_PLAN",
 }
@@ -188,6 +189,9 @@ def add_influencerformer_config(cfg):
     # weighted by NO_OBJECT_WEIGHT) or "query" (one CE per query against its plan row as a soft
     # label, so a query's class probability estimates how much of an instance it owns).
     cfg.MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET = "query"
+    # IoU-aware class targets (CLASS_TARGET "query"): the class share of a query's label times
+    # dice(query mask, instance)^CLASS_QUALITY, the rest "no object"; 0: off.
+    cfg.MODEL.MASK_FORMER.INFLUENCER.CLASS_QUALITY = 0.0
     # Query mass each instance takes in the auxiliary decoder layers (1: one-to-one as in the
     # final layer; > 1: one-to-many supervision of the intermediate predictions).
     cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY = 1.0
