@@ -13,22 +13,23 @@ def unwrap_model(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def _schedule_from_cfg(cfg, schedule_cls, key):
+    """``schedule_cls`` from ``MODEL.MASK_FORMER.INFLUENCER.{key}`` (start), ``{key}_END``,
+    ``{key}_SCHEDULE`` and ``{key}_WARMUP`` over ``SOLVER.MAX_ITER``, or None when constant."""
+    inf = cfg.MODEL.MASK_FORMER.INFLUENCER
+    if inf[f"{key}_SCHEDULE"] == "constant":
+        return None
+    return schedule_cls(inf[key], inf[f"{key}_END"], cfg.SOLVER.MAX_ITER, inf[f"{key}_SCHEDULE"], inf[f"{key}_WARMUP"])
+
+
 def epsilon_schedule_from_cfg(cfg):
     """The ``EpsilonSchedule`` of ``MODEL.MASK_FORMER.INFLUENCER.EPSILON*``, or None when constant."""
-    inf = cfg.MODEL.MASK_FORMER.INFLUENCER
-    if inf.EPSILON_SCHEDULE == "constant":
-        return None
-    return EpsilonSchedule(inf.EPSILON, inf.EPSILON_END, cfg.SOLVER.MAX_ITER, inf.EPSILON_SCHEDULE,
-                           inf.EPSILON_WARMUP)
+    return _schedule_from_cfg(cfg, EpsilonSchedule, "EPSILON")
 
 
 def capacity_schedule_from_cfg(cfg):
     """The ``CapacitySchedule`` of ``MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY*``, or None when constant."""
-    inf = cfg.MODEL.MASK_FORMER.INFLUENCER
-    if inf.AUX_CAPACITY_SCHEDULE == "constant":
-        return None
-    return CapacitySchedule(inf.AUX_CAPACITY, inf.AUX_CAPACITY_END, cfg.SOLVER.MAX_ITER, inf.AUX_CAPACITY_SCHEDULE,
-                            inf.AUX_CAPACITY_WARMUP)
+    return _schedule_from_cfg(cfg, CapacitySchedule, "AUX_CAPACITY")
 
 
 class CriterionScheduleHook(HookBase):

@@ -26,60 +26,56 @@ def find_epsilon_owner(model):
     return find_schedule_owner(model, 'epsilon')
 
 
-@register_hook()
-class EpsilonAnnealingHook(Hook):
-    """Anneal the transport temperature of ``InfluencerCriterion(variant='ot')`` during training.
+class _CriterionScheduleHook(Hook):
+    """Sets the criterion's ``attr`` to ``schedule_cls(start, end, max_iter, kind, warmup)(runner.iter)``
+    before every training iteration and logs it as ``train/<attr>``; ``max_iter`` defaults to the
+    loop's ``max_iters``, so it works with epoch- and iteration-based loops."""
 
-    ``epsilon = EpsilonSchedule(start, end, max_iter, kind, warmup)(runner.iter)`` is set before
-    every training iteration (``max_iter`` defaults to the loop's ``max_iters``, so it works with
-    epoch- and iteration-based loops) and logged as ``epsilon``. Config::
+    priority = 'NORMAL'
+    attr = schedule_cls = needs = None  # set by the subclasses
+
+    def __init__(self, start: float, end: float, kind: str, warmup: int = 0, max_iter=None):
+        self.start, self.end, self.kind, self.warmup, self.max_iter = start, end, kind, warmup, max_iter
+        self.schedule = None
+
+    def before_train(self, runner) -> None:
+        if find_schedule_owner(runner.model, self.attr) is None:
+            raise ValueError(f'{type(self).__name__} needs a criterion with {self.needs} (InfluencerCriterion with '
+                             "variant='ot'); remove the hook from custom_hooks for this model")
+        max_iter = self.max_iter if self.max_iter is not None else runner.max_iters
+        self.schedule = self.schedule_cls(self.start, self.end, max_iter, self.kind, self.warmup)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        value = self.schedule(runner.iter)
+        setattr(find_schedule_owner(runner.model, self.attr), self.attr, value)
+        runner.message_hub.update_scalar(f'train/{self.attr}', value)
+
+
+@register_hook()
+class EpsilonAnnealingHook(_CriterionScheduleHook):
+    """Anneal the transport temperature of ``InfluencerCriterion(variant='ot')`` during training:
+    ``epsilon = EpsilonSchedule(start, end, max_iter, kind, warmup)(runner.iter)``, logged as
+    ``epsilon``. Config::
 
         custom_hooks = [dict(type='EpsilonAnnealingHook', start=0.5, end=0.01, kind='exp')]
     """
 
-    priority = 'NORMAL'
+    attr, schedule_cls, needs = 'epsilon', EpsilonSchedule, 'an epsilon'
 
     def __init__(self, start: float, end: float, kind: str = 'exp', warmup: int = 0, max_iter=None):
-        self.start, self.end, self.kind, self.warmup, self.max_iter = start, end, kind, warmup, max_iter
-        self.schedule = None
-
-    def before_train(self, runner) -> None:
-        if find_epsilon_owner(runner.model) is None:
-            raise ValueError('EpsilonAnnealingHook needs a criterion with an epsilon (InfluencerCriterion with '
-                             "variant='ot'); remove the hook from custom_hooks for this model")
-        max_iter = self.max_iter if self.max_iter is not None else runner.max_iters
-        self.schedule = EpsilonSchedule(self.start, self.end, max_iter, self.kind, self.warmup)
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        eps = self.schedule(runner.iter)
-        find_epsilon_owner(runner.model).epsilon = eps
-        runner.message_hub.update_scalar('train/epsilon', eps)
+        super().__init__(start, end, kind, warmup, max_iter)
 
 
 @register_hook()
-class CapacityAnnealingHook(Hook):
+class CapacityAnnealingHook(_CriterionScheduleHook):
     """Anneal ``aux_capacity`` of ``InfluencerCriterion(variant='ot')``: the query mass each instance
     takes in the auxiliary decoder layers, from ``start`` (one-to-many: extra positives early) to
-    ``end`` (1: one-to-one like the final layer), set before every training iteration and logged
-    as ``aux_capacity``. Config::
+    ``end`` (1: one-to-one like the final layer), logged as ``aux_capacity``. Config::
 
         custom_hooks = [dict(type='CapacityAnnealingHook', start=3.0, end=1.0, kind='linear')]
     """
 
-    priority = 'NORMAL'
+    attr, schedule_cls, needs = 'aux_capacity', CapacitySchedule, 'aux_capacity'
 
     def __init__(self, start: float, end: float = 1.0, kind: str = 'linear', warmup: int = 0, max_iter=None):
-        self.start, self.end, self.kind, self.warmup, self.max_iter = start, end, kind, warmup, max_iter
-        self.schedule = None
-
-    def before_train(self, runner) -> None:
-        if find_schedule_owner(runner.model, 'aux_capacity') is None:
-            raise ValueError("CapacityAnnealingHook needs a criterion with aux_capacity (InfluencerCriterion with "
-                             "variant='ot'); remove the hook from custom_hooks for this model")
-        max_iter = self.max_iter if self.max_iter is not None else runner.max_iters
-        self.schedule = CapacitySchedule(self.start, self.end, max_iter, self.kind, self.warmup)
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        value = self.schedule(runner.iter)
-        find_schedule_owner(runner.model, 'aux_capacity').aux_capacity = value
-        runner.message_hub.update_scalar('train/aux_capacity', value)
+        super().__init__(start, end, kind, warmup, max_iter)
