@@ -63,6 +63,8 @@ from .validation import (
     raise_on_bad_values,
 )
 
+from .arms import DEPRECATED as DEPRECATED_ARMS
+
 __all__ = ["CRITERIA", "CRITERION_ALIASES", "register_criterion", "build_criterion", "canonical_criterion_name",
            "SetCriterion", "SharedPointCriterion", "HungarianCriterion", "ReferenceInfluencerCriterion",
            "OTInfluencerCriterion", "num_masks_across_workers", "criterion_options"]
@@ -70,8 +72,9 @@ __all__ = ["CRITERIA", "CRITERION_ALIASES", "register_criterion", "build_criteri
 #: the three arms: ``hungarian`` (matching baseline), ``reference`` (mask-matrix Influencer Loss),
 #: ``ot`` (matching-free transport loss); user criteria may add names
 CRITERIA: Dict[str, Type["SetCriterion"]] = {}
-#: names of earlier releases, accepted with a FutureWarning
-CRITERION_ALIASES = {"influencer_ot": "ot", "influencer_reference": "reference"}
+#: names of earlier releases (the arms' old names, :data:`influencer_core.arms.DEPRECATED`),
+#: accepted with a FutureWarning
+CRITERION_ALIASES = dict(DEPRECATED_ARMS)
 _SUFFIX = re.compile(r"_\d+$")
 
 

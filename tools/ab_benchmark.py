@@ -10,11 +10,11 @@
     python tools/ab_benchmark.py --task 3d --dataset-3d s3dis --arms hungarian ot   # the S3DIS configs
     python tools/ab_benchmark.py --task 3d --config-3d ot=path/to/my_config.py     # any config per arm
 
-Arms: hungarian, reference, ot (tools/arms.py; the old names baseline / influencer /
+Arms: hungarian, reference, ot (influencer_core.arms; the old names baseline / influencer /
 influencer_reference / influencer_ot still work with a warning).  2D: each (arm, seed) run is
 `tools/train_net.py` on --config-file with the arm's MODEL.MASK_FORMER.CRITERION and SEED set,
 evaluated on the held-out split every --eval-period iterations.  3D: each run is
-`tools/train_3d.py` on the arm's config (tools/arms.py: hungarian = OneFormer3D's Hungarian
+`tools/train_3d.py` on the arm's config (influencer_core.arms: hungarian = OneFormer3D's Hungarian
 InstanceCriterion, reference / ot = InfluencerCriterion variants) with ``randomness.seed``, the
 iteration budget and the validation interval overridden.  Writes to --output:
 
@@ -31,7 +31,6 @@ iteration budget and the validation interval overridden.  Writes to --output:
   an interrupted study without rerunning finished runs.
 """
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -39,18 +38,10 @@ import subprocess
 import sys
 import time
 
+from influencer_core import arms
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _load_arms():
-    """tools/arms.py (the arm vocabulary and the (dataset, arm) -> config rule), by path."""
-    spec = importlib.util.spec_from_file_location("influencerformer_arms", os.path.join(ROOT, "tools", "arms.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-arms = _load_arms()
 DEFAULT_CFG = os.path.join(ROOT, "projects", "InfluencerFormer2D", "configs", "synthetic.yaml")
 METRICS = {"PQ": "panoptic_seg/PQ", "SQ": "panoptic_seg/SQ", "RQ": "panoptic_seg/RQ",
            "PQ_th": "panoptic_seg/PQ_th", "PQ_st": "panoptic_seg/PQ_st", "AP": "segm/AP", "AP50": "segm/AP50",
@@ -357,7 +348,7 @@ def main(argv=None):
     ap.add_argument("--task", choices=["2d", "3d"], default="2d")
     ap.add_argument("--config-file", default=DEFAULT_CFG, help="2D: the detectron2 config of every run")
     ap.add_argument("--dataset-3d", default="synthetic", choices=sorted(arms.STEM_3D),
-                    help="3D: the dataset whose tools/arms.py configs the arms train (default: synthetic)")
+                    help="3D: the dataset whose influencer_core.arms configs the arms train (default: synthetic)")
     ap.add_argument("--config-3d", action="append", default=[], metavar="ARM=CONFIG",
                     help="3D: the mmengine config of an arm instead of its --dataset-3d config")
     ap.add_argument("--arms", "--criteria", dest="arms", nargs="+", default=list(arms.ARMS),

@@ -10,13 +10,12 @@ so machine noise and the model's progress reach every arm alike.  A step is what
 does: forward, the arm's criterion, backward, optimizer step.  2D swaps ``model.criterion`` (and
 its loss weights) of the detectron2 model built from ``--config-file``; 3D swaps
 ``model.criterion`` of the mmengine model for the one each arm's config builds
-(``tools/arms.py``).  The first ``--warmup`` turns are not counted.
+(``influencer_core.arms``).  The first ``--warmup`` turns are not counted.
 
 Prints one JSON object: per arm the median step time (wall and process CPU seconds), the median
 criterion forward time, its share of the step, and each arm's step-time ratio to the first arm.
 """
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -26,20 +25,11 @@ import time
 
 import torch
 
+from influencer_core import arms
 from influencer_data.cli import at_least
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _load_arms():
-    """tools/arms.py (the arm vocabulary and the (dataset, arm) -> config rule), by path."""
-    spec = importlib.util.spec_from_file_location("influencerformer_arms", os.path.join(ROOT, "tools", "arms.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-arms = _load_arms()
 CONFIG_2D = os.path.join(ROOT, "projects", "InfluencerFormer2D", "configs", "synthetic.yaml")
 
 
@@ -168,7 +158,7 @@ def main(argv=None):
     ap.add_argument("--task", choices=("2d", "3d"), default="2d")
     ap.add_argument("--config-file", default=CONFIG_2D, help="2D: the detectron2 config")
     ap.add_argument("--dataset-3d", choices=sorted(arms.STEM_3D), default="synthetic",
-                    help="3D: whose tools/arms.py configs the arms use")
+                    help="3D: whose influencer_core.arms configs the arms use")
     ap.add_argument("--data-root", help="3D: read (or generate, for synthetic configs) the rooms here")
     ap.add_argument("--arms", nargs="+", default=["hungarian", "ot"])
     ap.add_argument("--steps", type=at_least(1, "counted turns per arm"), default=20)

@@ -29,7 +29,7 @@ CONFIG_DIR = os.path.join(PROJECT, 'configs')
 TOOLS = os.path.join(ROOT, 'tools')
 HUNGARIAN_ONLY_KEYS = {'matcher', 'fix_dice_loss_weight', 'fix_mean_loss', '_delete_'}
 
-arms = load_script('tools/arms.py')
+from influencer_core import arms  # noqa: E402
 
 
 def config_name(dataset, arm):

@@ -1,4 +1,4 @@
-"""tools/arms.py: the arm vocabulary and the rule that names the config of (dataset, arm).  2D:
+"""influencer_core.arms (CLI: tools/arms.py): the arm vocabulary and the config rule.  2D:
 every InfluencerFormer2D config follows ``<dataset>[-<arm>].yaml`` and trains its arm's
 criterion, and each ``-<arm>`` config inherits its ``ot`` sibling, changing only the criterion
 (and the output folder).  The 3D side is tested with the configs in test_3d_tools.py."""
@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from tests import ROOT, load_script
+from influencer_core import arms
+from tests import ROOT
 
 ARMS_PY = os.path.join(ROOT, "tools", "arms.py")
 CONFIG_DIR_2D = os.path.join(ROOT, "projects", "InfluencerFormer2D", "configs")
-arms = load_script("tools/arms.py")
 
 
 def _dataset_and_arm(yaml_name):

@@ -220,7 +220,7 @@ def test_ab_benchmark_reruns_arms_with_overwrite(tmp_path, monkeypatch):
 def tools3d():
     pytest.importorskip('mmdet3d')
     from influencerformer3d import runner
-    arms = load_script('tools/arms.py')
+    from influencer_core import arms
     return dict(train=load_script('tools/train_3d.py'), test=load_script('tools/test_3d.py'), runner=runner,
                 synth=os.path.join(ROOT, arms.config_3d('synthetic', 'ot')))
 
