@@ -8,7 +8,8 @@ of the pictures.
 * :func:`instance_ap` (predicted and ground-truth masks of several scenes) -> AP over IoU
   0.50:0.95 (step 0.05), AP50 and AP25, in percent, class-agnostic.
 * :func:`masks_from_labels`; :func:`instance_colors`, :func:`match_colors` for the pictures;
-  :func:`positive_float`, :func:`probability`: argparse types of the command lines.
+  :func:`positive_float`, :func:`probability`: argparse types of the command lines;
+  :func:`example_parser`: the options both examples share.
 
 The example scripts import this file as ``_readout`` (Python puts a script's own folder first
 on ``sys.path``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -185,6 +187,47 @@ def probability(text):
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text}")
     return value
+
+
+def example_parser(description: str, name: str, unit: str, items: str, iters: int, batch: int,
+                   min_size: int) -> argparse.ArgumentParser:
+    """The options both examples share (output, data cache, training, readout, runtime).
+
+    ``name``: the default output folder's name; ``unit``: "points" / "pixels"; ``items``:
+    what a training batch holds ("rooms" / "images").  Each example adds its own data and model
+    options to the returned parser.
+    """
+    from influencer_data.cli import at_least  # the project's argparse type for counts
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output", default=os.path.join("output", name), help="folder for metrics.json and the picture")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run's files in --output")
+    p.add_argument("--data-dir", default=None,
+                   help=f"cache folder of the generated {items} (default: OUTPUT/data); a dataset of the same "
+                   "size and seed found there is reused")
+    p.add_argument("--data-seed", type=int, default=0, help=f"seed of the generated {items}")
+    p.add_argument("--iters", type=at_least(1, "training iterations"), default=iters, help="training iterations")
+    p.add_argument("--batch", type=at_least(1, f"{items} per iteration"), default=batch,
+                   help=f"{items} per iteration")
+    p.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate (cosine decay to 0)")
+    p.add_argument("--dim", type=at_least(1, "embedding dimensions"), default=8, help="embedding dimensions D")
+    p.add_argument("--beta-threshold", type=probability, default=0.5,
+                   help=f"readout: {unit} with beta above this are instance {unit}; influencers are picked "
+                   "among them")
+    # InfluencerLoss() pushes the influencers of two instances at least rep_margin = 1 apart and
+    # pulls every point onto its influencer: balls of radius rep_margin / 2 around two influencers
+    # do not overlap, so 0.5 groups a trained instance without reaching into its neighbours.
+    p.add_argument("--radius", type=positive_float, default=0.5,
+                   help=f"readout: embedding distance within which {unit} join an influencer "
+                   "(half the loss's rep_margin of 1)")
+    p.add_argument("--min-size", type=at_least(1, unit), default=min_size,
+                   help=f"readout: instances with fewer {unit} are dropped")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model and training")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--threads", type=at_least(1, "threads"), default=1,
+                   help="torch CPU threads (more help this small model little, and on a machine whose cores are "
+                   "busy they slow it down several times)")
+    return p
 
 
 # ------------------------------------------------------------------------------------ pictures

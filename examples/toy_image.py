@@ -22,7 +22,6 @@ shapes); the same model before training: 0.0 / 0.0 / 0.0.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -45,38 +44,12 @@ PICTURE = "toy_image.png"
 
 
 def argument_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--output", default=os.path.join("output", "toy_image"),
-                   help="folder for metrics.json and the picture")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run's files in --output")
-    p.add_argument("--data-dir", default=None,
-                   help="cache folder of the generated images (default: OUTPUT/data); a dataset of the same "
-                   "size and seed found there is reused")
+    p = _readout.example_parser(__doc__.split("\n\n")[0], "toy_image", unit="pixels", items="images",
+                                iters=800, batch=8, min_size=8)
     p.add_argument("--train-images", type=at_least(1, "training images"), default=400, help="training images")
     p.add_argument("--val-images", type=at_least(1, "val images"), default=50, help="val images to evaluate on")
     p.add_argument("--image-size", type=at_least(16, "pixels"), default=64, help="image side (divisible by 4)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated images")
-    p.add_argument("--iters", type=at_least(1, "training iterations"), default=800, help="training iterations")
-    p.add_argument("--batch", type=at_least(1, "images per iteration"), default=8, help="images per iteration")
-    p.add_argument("--lr", type=_readout.positive_float, default=3e-3, help="Adam learning rate (cosine decay to 0)")
-    p.add_argument("--dim", type=at_least(1, "embedding dimensions"), default=8, help="embedding dimensions D")
     p.add_argument("--width", type=at_least(1, "channels"), default=24, help="channels of the first level")
-    p.add_argument("--beta-threshold", type=_readout.probability, default=0.5,
-                   help="readout: pixels with beta above this are instance pixels; influencers are picked "
-                   "among them")
-    # see toy_pointcloud.py: half of InfluencerLoss's rep_margin (1), so that the groups of two
-    # trained influencers cannot overlap
-    p.add_argument("--radius", type=_readout.positive_float, default=0.5,
-                   help="readout: embedding distance within which pixels join an influencer "
-                   "(half the loss's rep_margin of 1)")
-    p.add_argument("--min-size", type=at_least(1, "pixels"), default=8,
-                   help="readout: instances with fewer pixels are dropped")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model and training")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--threads", type=at_least(1, "threads"), default=1,
-                   help="torch CPU threads (more help this small model little, and on a machine whose cores are "
-                   "busy they slow it down several times)")
     return p
 
 

@@ -28,7 +28,6 @@ each room becomes one instance).
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import math
@@ -56,42 +55,15 @@ STUFF = (s3dis.S3DIS_CLASS_TO_ID["ceiling"], s3dis.S3DIS_CLASS_TO_ID["floor"], s
 
 
 def argument_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--output", default=os.path.join("output", "toy_pointcloud"),
-                   help="folder for metrics.json and the picture")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run's files in --output")
-    p.add_argument("--data-dir", default=None,
-                   help="cache folder of the generated rooms (default: OUTPUT/data); a dataset of the same "
-                   "size and seed found there is reused")
+    p = _readout.example_parser(__doc__.split("\n\n")[0], "toy_pointcloud", unit="points", items="rooms",
+                                iters=1500, batch=4, min_size=10)
     p.add_argument("--data-root", default=None,
                    help="read prepared S3DIS-layout rooms from here instead of generating them")
     p.add_argument("--train-rooms", type=at_least(1, "training rooms"), default=48, help="rooms to train on")
     p.add_argument("--val-rooms", type=at_least(1, "held-out rooms"), default=16, help="held-out rooms to evaluate on")
     p.add_argument("--points", type=at_least(100, "points per room"), default=4000,
                    help="points per generated room (about; +-20%%); larger rooms are subsampled to it")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated rooms")
-    p.add_argument("--iters", type=at_least(1, "training iterations"), default=1500, help="training iterations")
-    p.add_argument("--batch", type=at_least(1, "rooms per iteration"), default=4, help="rooms per iteration")
-    p.add_argument("--lr", type=_readout.positive_float, default=3e-3, help="Adam learning rate (cosine decay to 0)")
-    p.add_argument("--dim", type=at_least(1, "embedding dimensions"), default=8, help="embedding dimensions D")
     p.add_argument("--hidden", type=at_least(1, "hidden units"), default=128, help="hidden units per MLP layer")
-    p.add_argument("--beta-threshold", type=_readout.probability, default=0.5,
-                   help="readout: points with beta above this are instance points; influencers are picked "
-                   "among them")
-    # InfluencerLoss() pushes the influencers of two instances at least rep_margin = 1 apart and
-    # pulls every point onto its influencer: balls of radius rep_margin / 2 around two influencers
-    # do not overlap, so 0.5 groups a trained instance without reaching into its neighbours.
-    p.add_argument("--radius", type=_readout.positive_float, default=0.5,
-                   help="readout: embedding distance within which points join an influencer "
-                   "(half the loss's rep_margin of 1)")
-    p.add_argument("--min-size", type=at_least(1, "points"), default=10,
-                   help="readout: instances with fewer points are dropped")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model and training")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--threads", type=at_least(1, "threads"), default=1,
-                   help="torch CPU threads (more help this small model little, and on a machine whose cores are "
-                   "busy they slow it down several times)")
     return p
 
 
