@@ -194,10 +194,11 @@ class SetCriterion(nn.Module):
     def total_loss(self, losses: Dict[str, Tensor], scale: Optional[Dict[str, float]] = None) -> Tensor:
         """Weighted sum of every ``loss_*`` entry (statistics are skipped).
 
-        ``scale``: extra factors by base loss name (e.g. the 3D ``loss_weight`` on the mask
-        terms, which must not change the transport cost)."""
+        ``scale``: extra factors by loss key (``loss_dice_0``: that layer only) or base loss name
+        (every layer), e.g. the 3D ``loss_weight`` on the mask terms, which must not change the
+        transport cost."""
         scale = scale or {}
-        terms = [self.weight_of(k) * scale.get(_SUFFIX.sub("", k), 1.0) * v
+        terms = [self.weight_of(k) * scale.get(k, scale.get(_SUFFIX.sub("", k), 1.0)) * v
                  for k, v in losses.items() if k.startswith("loss_")]
         if not terms:
             raise ValueError("no loss_* entries to sum")

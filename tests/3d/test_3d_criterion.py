@@ -221,6 +221,28 @@ def test_ot_wrapper_is_the_core_loss(class_target, aux_capacity, excl, n_aux):
     assert torch.allclose(total, expect, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fix_dice,final,aux", [(None, 1.0, 1.0), (True, 4.0, 2.0), (False, 2.0, 1.0)])
+def test_ot_fix_dice_loss_weight_weighs_dice_as_oneformer3d(fix_dice, final, aux):
+    """fix_dice_loss_weight gives the dice loss of each layer OneFormer3D's factor (B = 2 scenes:
+    True x4 final / x4/B aux, False xB final / x1 aux, None x1), on top of loss_weight[1]; the
+    plan, and so every other term, is unchanged."""
+    ps = (30, 30)
+    insts = make_insts((3, 2), ps, seed=5)
+    pred = make_layer((7, 7), ps, insts, scores=False, seed=2, good=1)
+    pred["aux_outputs"] = [make_layer((7, 7), ps, insts, scores=False, seed=9, good=2)]
+    crit = InfluencerCriterion(num_classes=C, loss_weight=[0.5, 2.0], non_object_weight=0.05, exclusion_weight=0.0,
+                               fix_dice_loss_weight=fix_dice)
+    total = crit(pred, insts)["inst_loss"]
+    stack = lambda layer: {"pred_logits": torch.stack(layer["cls_preds"]), "pred_masks": torch.stack(layer["masks"])}
+    ref = crit.core(dict(stack(pred), aux_outputs=[stack(pred["aux_outputs"][0])]),
+                    [{"labels": i.labels_3d, "masks": i.sp_masks} for i in insts])
+    expect = sum(0.5 * ref[f"loss_ce{s}"] + 2.0 * ref[f"loss_mask{s}"] + 2.0 * f * ref[f"loss_dice{s}"]
+                 for s, f in (("", final), ("_0", aux)))
+    assert torch.allclose(total, expect, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="fix_dice_loss_weight must be True or False"):
+        InfluencerCriterion(num_classes=C, fix_dice_loss_weight=1)
+
+
 @pytest.mark.parametrize("kw", VARIANTS, ids=["ot", "reference"])
 def test_ragged_query_counts_are_the_core_on_per_scene_lists(kw):
     """ScanNet-style scenes with different query counts go to the core as per-scene lists (the

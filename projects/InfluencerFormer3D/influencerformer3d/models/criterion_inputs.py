@@ -55,7 +55,11 @@ class CoreCriterionAdapter:
     core = None
     scale: Dict[str, float] = {}
 
+    def scale_for(self, losses: Dict[str, Tensor], batch: int) -> Dict[str, float]:
+        """Per-loss factors of one call with ``batch`` scenes (default: ``self.scale``)."""
+        return self.scale
+
     def __call__(self, pred: Dict, insts: Sequence) -> Dict[str, Tensor]:
         losses = self.core(core_outputs(pred), core_targets(insts))
         self.last_stats = {k: v.detach() for k, v in losses.items() if not k[-1].isdigit()}
-        return {"inst_loss": self.core.total_loss(losses, self.scale)}
+        return {"inst_loss": self.core.total_loss(losses, self.scale_for(losses, len(insts)))}

@@ -14,7 +14,7 @@ from typing import Dict, Sequence
 from torch import Tensor
 
 from influencer_core import OTInfluencerCriterion, ReferenceInfluencerCriterion, criterion_options
-from influencer_core.validation import check_number
+from influencer_core.validation import check_flag, check_number
 
 from ..registry import register_model
 from .criterion_inputs import CoreCriterionAdapter
@@ -59,6 +59,12 @@ class InfluencerCriterion(CoreCriterionAdapter):
         variant: ``'ot'`` (default) or ``'reference'``.
         iter_matcher: ``False`` supervises every layer with the final layer's plan ('ot'), as
             OneFormer3D reuses its matching.
+        fix_dice_loss_weight: ('ot') weigh the dice loss of each layer as OneFormer3D's
+            ``InstanceCriterion`` with the same flag does, so a config that swaps the criterion
+            keeps the baseline's loss balance: ``True`` x4 in the final layer and x4/B in the
+            auxiliary ones (B scenes in the batch), ``False`` xB and x1 (upstream's final layer
+            sums its scenes' dice), ``None`` (default) x1 everywhere.  Only the loss changes,
+            not the plan's cost (as upstream's matcher keeps its dice cost).
         **options: any option of the variant's core class (see its docstring), e.g. ``epsilon``,
             ``sinkhorn_iters``, ``exclusion_weight``, ``class_target``, ``aux_capacity``,
             ``score_weight``, ``score_iou_thr`` ('ot'); ``attr_weight``, ``rep_weight``,
@@ -109,7 +115,22 @@ class InfluencerCriterion(CoreCriterionAdapter):
                                                      influencer_weight=float(loss_weight[1]),
                                                      no_object_weight=non_object_weight, **kwargs)
             self.scale = {}
+        if fix_dice_loss_weight is not None:
+            check_flag("InfluencerCriterion", "fix_dice_loss_weight", fix_dice_loss_weight)
+        if fix_dice_loss_weight is not None and variant != "ot":
+            warnings.warn("InfluencerCriterion(variant='reference') has no dice loss: fix_dice_loss_weight is ignored")
+        self.fix_dice_loss_weight = fix_dice_loss_weight if variant == "ot" else None
         self.last_stats: Dict[str, Tensor] = {}
+
+    def scale_for(self, losses: Dict[str, Tensor], batch: int) -> Dict[str, float]:
+        """``self.scale`` and, with ``fix_dice_loss_weight``, OneFormer3D's per-layer dice factors."""
+        if self.fix_dice_loss_weight is None:
+            return self.scale
+        final, aux = (4.0, 4.0 / batch) if self.fix_dice_loss_weight else (float(batch), 1.0)
+        base = self.scale.get("loss_dice", 1.0)
+        out = dict(self.scale)
+        out.update({k: base * (final if k == "loss_dice" else aux) for k in losses if k.startswith("loss_dice")})
+        return out
 
     # annealing from a hook: ``criterion.epsilon = ...``, ``criterion.aux_capacity = ...`` (the ot
     # variant's; for the reference variant the getters raise AttributeError, so hasattr is False)
