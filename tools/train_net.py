@@ -37,7 +37,8 @@ from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
 
-from influencer_core.run_files import CheckpointError, OutputDirError, check_checkpoint_file, prepare_output_dir
+from influencer_core.run_files import (CheckpointError, OutputDirError, add_cpu_threads_arg, check_checkpoint_file,
+                                       prepare_output_dir, set_cpu_threads)
 from influencerformer2d.checkpoint import CheckedCheckpointer, use_checked_checkpointer
 from influencerformer2d.config import load_config
 from influencerformer2d.data.datasets import DatasetError, register_checkout_synthetic_coco
@@ -207,6 +208,7 @@ def argument_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="train into an OUTPUT_DIR that holds a previous run after deleting that run's "
                         "checkpoints and logs (without it, or --resume, such a folder is refused)")
+    add_cpu_threads_arg(parser)
     return parser
 
 
@@ -235,7 +237,9 @@ def setup(args):
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="influencerformer2d")
     if cfg.MODEL.DEVICE == "cpu":
-        logging.getLogger("influencerformer2d").warning("no CUDA device: running on the CPU")
+        threads = set_cpu_threads(getattr(args, "cpu_threads", None))
+        logging.getLogger("influencerformer2d").warning(
+            f"no CUDA device: running on the CPU with {threads} torch thread(s) (--cpu-threads)")
     return cfg
 
 

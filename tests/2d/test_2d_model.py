@@ -227,7 +227,15 @@ def test_train_net_main_trains_then_evaluates_with_eval_only(tmp_path, synthetic
             "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0",
             "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256", "OUTPUT_DIR", str(tmp_path), "SEED", "3"]
     config = ["--config-file", os.path.join(CONFIGS, "synthetic.yaml")]
-    train_net.main(default_argument_parser().parse_args(config + opts))
+    assert train_net.argument_parser().parse_args(["--cpu-threads", "2"] + config).cpu_threads == 2
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    try:  # on the CPU, one torch thread unless told otherwise (--cpu-threads / $OMP_NUM_THREADS)
+        train_net.main(default_argument_parser().parse_args(config + opts))
+        assert torch.cuda.is_available() or torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     weights = tmp_path / "model_final.pth"
     assert weights.exists() and (tmp_path / "config.yaml").exists()
     evaluated = []

@@ -12,12 +12,14 @@ import sys
 
 from mmengine.config import Config
 
-from influencer_core.run_files import (
+from influencer_core.run_files import (  # add_cpu_threads_arg, set_cpu_threads: re-exported
     CheckpointError,
     OutputDirError,
+    add_cpu_threads_arg,
     check_checkpoint_file,
     load_checkpoint_file,
     prepare_output_dir,
+    set_cpu_threads,
 )
 
 from .distributed import CPU_LAUNCHERS, use_cpu_workers
@@ -42,29 +44,6 @@ class ToolError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- options
-def add_cpu_threads_arg(parser):
-    parser.add_argument(
-        '--cpu-threads', type=int, default=None,
-        help='torch intra-op threads when running without CUDA (default: $OMP_NUM_THREADS if '
-        'set, else 1; 0 keeps torch\'s default). One thread is much faster on a shared CPU.')
-
-
-def set_cpu_threads(requested=None):
-    """Without CUDA, set torch's intra-op threads: ``requested`` (0: leave torch's default),
-    else $OMP_NUM_THREADS, else 1.  On a 2-core machine shared with other jobs, two OpenMP
-    threads made the synthetic config ~15x slower per iteration than one (measured: 15 s vs
-    1.0 s); spconv's CPU kernels run single-threaded anyway.  Returns the thread count in use."""
-    import torch
-    if torch.cuda.is_available():
-        return torch.get_num_threads()
-    if requested is None:
-        env = os.environ.get('OMP_NUM_THREADS', '')
-        requested = int(env) if env.isdigit() else 1
-    if requested > 0:
-        torch.set_num_threads(requested)
-    return torch.get_num_threads()
-
-
 def allow_mmengine_checkpoints():
     """Let torch.load unpickle mmengine checkpoints (resume, load_from, test).
 
