@@ -136,16 +136,17 @@ def test_config_loads(name):
 # configs give only num_classes and non_object_weight, the per-dataset values.
 CRITERION_DEFAULTS = dict(
     loss_weight=[0.5, 1.0], variant='ot', attr_weight=1.0, rep_weight=1.0, bg_weight=0.1,
-    rep_margin=1.0, temperature=1.0, mask_weight=1.0, dice_weight=1.0, exclusion_weight=0.5,
+    rep_margin=1.0, temperature=1.0, mask_weight=1.0, dice_weight=1.0, exclusion_weight=0.0,
     epsilon=0.1, sinkhorn_iters=50, class_target='query', aux_capacity=1.0, exclusion_overlap=0.5,
     score_weight=0.5, score_iou_thr=0.5, iter_matcher=True)
 # The criteria the configs built before the defaults moved into the class (literal copy: the
 # values spelled out in the configs, the then class defaults for aux_capacity,
-# exclusion_overlap and score_iou_thr).
+# exclusion_overlap and score_iou_thr), with one deliberate change since: exclusion_weight
+# 0.5 -> 0 after the 3D convergence study (docs/convergence_3d.md).
 _OT_BEFORE = dict(
     type='InfluencerCriterion', variant='ot', loss_weight=[0.5, 1.0], num_classes=13,
     non_object_weight=0.05, attr_weight=1.0, rep_weight=1.0, bg_weight=0.1, rep_margin=1.0,
-    temperature=1.0, mask_weight=1.0, dice_weight=1.0, exclusion_weight=0.5,
+    temperature=1.0, mask_weight=1.0, dice_weight=1.0, exclusion_weight=0.0,
     class_target='query', epsilon=0.1, sinkhorn_iters=50, score_weight=0.5, iter_matcher=True,
     aux_capacity=1.0, exclusion_overlap=0.5, score_iou_thr=0.5)
 CRITERION_BEFORE = {
