@@ -720,6 +720,12 @@ class OTInfluencerCriterion(SharedPointCriterion):
     quality of its mask as well as its share of the instance, which is what the score that ranks
     predictions for AP needs. 0 (default): off, the plan row itself.
 
+    ``marginal_relax`` = tau > 0: relaxed marginals (unbalanced transport, as RTP-DETR's
+    Sinkhorn assignment): an instance's query mass is no longer fixed at one but held there by
+    the penalty ``tau * KL``, so several good queries can share an instance and a poorly
+    predicted one takes less (its mask terms are divided by its mass when that exceeds one, as
+    with ``aux_capacity``).  0 (default): exact masses.
+
     ``aux_capacity`` > 1: in the auxiliary decoder layers every instance takes up to that much
     query mass (one-to-many supervision of intermediate layers, as hybrid-assignment DETRs
     do; an instance's mask terms are divided by its mass so it still weighs one mask); the
@@ -743,7 +749,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0,
                  class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5,
                  reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
-                 check_values: bool = True, class_quality: float = 0.0):
+                 check_values: bool = True, class_quality: float = 0.0, marginal_relax: float = 0.0):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
         owner = type(self).__name__
         self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, exclusion_weight=exclusion_weight,
@@ -759,6 +765,9 @@ class OTInfluencerCriterion(SharedPointCriterion):
             raise ValueError(f"{owner}: class_quality > 0 needs class_target='query' (a soft label per query), "
                              f"got class_target={class_target!r}")
         self.class_quality = float(class_quality)
+        check_number(owner, "marginal_relax", marginal_relax, low=0,
+                     hint="0 = exact instance masses; tau > 0: the KL weight of relaxed ones")
+        self.marginal_relax = float(marginal_relax)
         check_number(owner, "exclusion_overlap", exclusion_overlap, low=0, high=1, high_open=True)
         check_number(owner, "score_iou_thr", score_iou_thr, low=0, high=1, high_open=True, optional=True)
         check_flag(owner, "reuse_final_plan", reuse_final_plan)
@@ -819,7 +828,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
     def plan(self, costs: Dict[str, Tensor], valid: Tensor, query_valid: Optional[Tensor] = None) -> Tensor:
         """Soft assignment [B, Q, K+1] (last column: no object), without gradient."""
         return sinkhorn_plan(self.cost_matrix(costs), valid, self.epsilon, self.sinkhorn_iters,
-                             query_valid=query_valid)
+                             query_valid=query_valid, relax=self.marginal_relax or None)
 
     def prepare(self, layers, targets):
         state = super().prepare(layers, targets)
@@ -835,7 +844,8 @@ class OTInfluencerCriterion(SharedPointCriterion):
             plans = sinkhorn_plan(torch.cat([self.cost_matrix(c) for c in costs], 0),
                                   packed.valid.repeat(n, 1), self.epsilon, self.sinkhorn_iters,
                                   capacity=self.layer_capacities(n, packed.valid),
-                                  query_valid=None if qv is None else qv.repeat(n, 1)).chunk(n, 0)
+                                  query_valid=None if qv is None else qv.repeat(n, 1),
+                                  relax=self.marginal_relax or None).chunk(n, 0)
         state.update(points=points, costs=costs, plans=list(plans),
                      resample=self.importance_sample_ratio > 0 and self.is_image_mode(layers[0]["pred_masks"]))
         return state

@@ -53,7 +53,8 @@ def assignment_marginals(valid: Tensor, num_queries: int, capacity=1.0, query_va
 
 @torch.no_grad()
 def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
-                  eps_start: float = None, capacity=1.0, query_valid: Tensor = None) -> Tensor:
+                  eps_start: float = None, capacity=1.0, query_valid: Tensor = None,
+                  relax: float = None) -> Tensor:
     """Transport plan [B, Q, K+1] minimising <plan, cost> - epsilon * H(plan).
 
     cost: [B, Q, K+1] (last column = no object; padded instance columns are
@@ -61,12 +62,19 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
     min(capacity, Q/K) for real instances (capacity: float or [B]), the last
     column to the remainder.  query_valid: [B, Q] bool, padding queries (rows of
     zero mass, see :func:`assignment_marginals`).
+    relax = tau > 0: relaxed column marginals (semi-unbalanced transport: the column
+    constraint becomes the penalty ``tau * KL(plan^T 1 | columns)``, so an instance may take more
+    or less than its capacity where the costs favour it; rows stay exact).  The column update is
+    the balanced one times ``tau / (tau + eps)``; None (default): exact columns, the limit
+    tau -> infinity.
     The regulariser is lowered geometrically from ``eps_start`` (default: the
     cost range) to ``epsilon`` over the first half of the iterations
     (epsilon scaling), which makes small epsilon converge in few iterations.
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    if relax is not None and not relax > 0:
+        raise ValueError(f"relax must be > 0 (None: exact column marginals), got {relax}")
     cost = cost.float()
     b, q, k1 = cost.shape
     log_row, log_col = assignment_marginals(valid, q, capacity, query_valid)
@@ -98,6 +106,8 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
             logk = logk_final
         f = eps * (log_row - _logsumexp(logk + g[:, :, None] / eps, dim=1))
         g = eps * (log_col - _logsumexp(logk + f[:, None, :] / eps, dim=2))
+        if relax is not None:  # KL-relaxed columns: the exact update, damped
+            g = g * (relax / (relax + eps))
     logk = logk_final if logk_final is not None else mask - big / epsilon
     plan = torch.exp(logk + f[:, None, :] / epsilon + g[:, :, None] / epsilon).transpose(1, 2).contiguous()
     return plan

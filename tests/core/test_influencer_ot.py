@@ -445,6 +445,58 @@ def test_sinkhorn_capacity_marginals():
     assert torch.allclose(plan[:, :, :3].sum(1), torch.full((2, 3), 8 / 3), atol=1e-3)
 
 
+def test_sinkhorn_relaxed_marginals_satisfy_the_optimality_conditions():
+    """relax = tau: the plan of min <P, C> - eps H(P) + tau KL(P^T 1 | b) with exact rows.  At its
+    optimum P_qj = exp((f_q + g_j - C_qj) / eps) with g_j = -tau log(col_j / b_j), so within a row
+    eps log(P_qj / P_qj') + C_qj - C_qj' = tau log(col_j' b_j / (col_j b_j')) for every pair of
+    columns; large tau gives the balanced plan, None is exactly the balanced code path."""
+    g = torch.Generator().manual_seed(3)
+    cost = torch.rand(2, 9, 4, generator=g) * 3
+    valid = torch.tensor([[True, True, True], [True, False, True]])
+    eps, tau = 0.1, 0.5
+    plan = sinkhorn_plan(cost, valid, epsilon=eps, iters=2000, relax=tau).double()
+    assert torch.allclose(plan.sum(2), torch.ones(2, 9, dtype=torch.float64), atol=1e-4)  # rows exact
+    for b in range(2):
+        cols = [j for j in range(3) if valid[b, j]] + [3]
+        target = torch.tensor([1.0] * (len(cols) - 1) + [9.0 - (len(cols) - 1)], dtype=torch.float64)
+        mass = plan[b][:, cols].sum(0)
+        c = cost[b][:, cols].double()
+        lhs = eps * (plan[b][:, cols].log()[:, :, None] - plan[b][:, cols].log()[:, None, :]) \
+            + c[:, :, None] - c[:, None, :]
+        rhs = tau * ((mass[None, :] / target[None, :]).log() - (mass[:, None] / target[:, None]).log())
+        assert torch.allclose(lhs, rhs.expand_as(lhs), atol=2e-3), b
+        assert not torch.allclose(mass, target, atol=1e-2)  # the relaxation is really used
+    assert plan[1, :, 1].abs().max() < 1e-6  # a padded instance still gets nothing
+    exact = sinkhorn_plan(cost, valid, epsilon=eps, iters=300)
+    assert torch.equal(sinkhorn_plan(cost, valid, epsilon=eps, iters=300, relax=None), exact)
+    assert torch.allclose(sinkhorn_plan(cost, valid, epsilon=eps, iters=300, relax=1e7), exact, atol=1e-4)
+    with pytest.raises(ValueError, match="relax must be > 0"):
+        sinkhorn_plan(cost, valid, epsilon=eps, relax=0.0)
+
+
+def test_marginal_relax_lets_two_good_queries_share_an_instance():
+    """Two equally good copies of one instance's mask: exact marginals give the instance one unit
+    of mass (shared), relaxed ones let it take more, the more so the smaller tau; the criterion
+    stays finite and equals the exact one as tau grows."""
+    cost = torch.tensor([[[0.5, 0.8], [0.5, 0.8], [3.0, 0.5], [3.0, 0.5]]])  # 2 copies, 2 empty queries
+    valid = torch.tensor([[True]])
+    masses = [sinkhorn_plan(cost, valid, epsilon=0.05, iters=500, relax=tau)[0, :, 0].sum().item()
+              for tau in (0.2, 1.0, 5.0)]
+    assert 2.0 > masses[0] > masses[1] > masses[2] > 1.0 + 1e-2
+    exact = sinkhorn_plan(cost, valid, epsilon=0.05, iters=500)[0, :, 0].sum().item()
+    assert exact == pytest.approx(1.0, abs=1e-4)
+    tgt, x, cls, perm = scene(5, q=10, k=2)
+    out = as_outputs(x, cls)
+    base = build_criterion("ot", num_classes=C, epsilon=0.05, sinkhorn_iters=80)(out, [tgt])
+    big = build_criterion("ot", num_classes=C, epsilon=0.05, sinkhorn_iters=80, marginal_relax=1e7)(out, [tgt])
+    small = build_criterion("ot", num_classes=C, epsilon=0.05, sinkhorn_iters=80, marginal_relax=0.1)(out, [tgt])
+    for key in LOSS_KEYS:
+        assert big[key].item() == pytest.approx(base[key].item(), rel=1e-4, abs=1e-6), key
+        assert torch.isfinite(small[key]), key
+    with pytest.raises(ValueError, match="marginal_relax must"):
+        build_criterion("ot", num_classes=C, marginal_relax=-1.0)
+
+
 def test_aux_capacity_supervises_intermediate_layers_one_to_many():
     """aux_capacity > 1 changes only the auxiliary layers; there an instance's mask loss is the
     mean over the queries sharing it, so copies of a correct query cost nothing extra."""

@@ -47,6 +47,7 @@ CRITERION_OPTION_KEYS = {
     "class_target": "INFLUENCER.CLASS_TARGET",
     "class_quality": "INFLUENCER.CLASS_QUALITY",
     "aux_capacity": "INFLUENCER.AUX_CAPACITY",
+    "marginal_relax": "INFLUENCER.MARGINAL_RELAX",
     "reuse_final_plan": "INFLUENCER.REUSE_FINAL_PLAN",
 }
 # core options without a 2D key, and why
@@ -195,6 +196,9 @@ def add_influencerformer_config(cfg):
     # Query mass each instance takes in the auxiliary decoder layers (1: one-to-one as in the
     # final layer; > 1: one-to-many supervision of the intermediate predictions).
     cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY = 1.0
+    # Relaxed marginals (unbalanced transport): 0 keeps every instance's query mass at exactly
+    # one; tau > 0 lets it move where the costs favour it, held near one by tau * KL.
+    cfg.MODEL.MASK_FORMER.INFLUENCER.MARGINAL_RELAX = 0.0
     # True: every decoder layer is supervised with the final layer's plan.
     cfg.MODEL.MASK_FORMER.INFLUENCER.REUSE_FINAL_PLAN = False
     # Epsilon annealing during training (influencer_core.schedules.EpsilonSchedule): "constant"
