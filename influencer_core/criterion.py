@@ -721,10 +721,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
     predictions for AP needs. 0 (default): off, the plan row itself.
 
     ``marginal_relax`` = tau > 0: relaxed marginals (unbalanced transport, as RTP-DETR's
-    Sinkhorn assignment): an instance's query mass is no longer fixed at one but held there by
-    the penalty ``tau * KL``, so several good queries can share an instance and a poorly
-    predicted one takes less (its mask terms are divided by its mass when that exceeds one, as
-    with ``aux_capacity``).  0 (default): exact masses.
+    Sinkhorn assignment): an instance takes at least one unit of query mass and more where
+    several queries are cheap for it, the excess penalised by ``tau * KL`` (extra positives that
+    fade as epsilon is annealed; an instance's mask terms are divided by its mass, as with
+    ``aux_capacity``).  0 (default): exact masses.
 
     ``aux_capacity`` > 1: in the auxiliary decoder layers every instance takes up to that much
     query mass (one-to-many supervision of intermediate layers, as hybrid-assignment DETRs

@@ -62,11 +62,14 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
     min(capacity, Q/K) for real instances (capacity: float or [B]), the last
     column to the remainder.  query_valid: [B, Q] bool, padding queries (rows of
     zero mass, see :func:`assignment_marginals`).
-    relax = tau > 0: relaxed column marginals (semi-unbalanced transport: the column
-    constraint becomes the penalty ``tau * KL(plan^T 1 | columns)``, so an instance may take more
-    or less than its capacity where the costs favour it; rows stay exact).  The column update is
-    the balanced one times ``tau / (tau + eps)``; None (default): exact columns, the limit
-    tau -> infinity.
+    relax = tau > 0: relaxed column marginals (rows stay exact).  An instance takes *at least*
+    its capacity and more where several queries are cheap for it, the excess penalised by
+    ``tau * KL(col_k | capacity)``; the no-object column gives up that mass under the same
+    penalty.  (Relaxing the instances both ways lets the cheap no-object column starve them
+    early in training, when every instance cost is high: nothing is learned.)  The update is
+    the exact one damped by ``rho = tau / (tau + eps)`` (the KL proximal step), for an instance
+    only where that raises its mass: ``g_k = max(g, rho g)``, ``g_none = rho g``.  As eps -> 0,
+    rho -> 1 and the plan becomes the exact one.  None (default): exact columns.
     The regulariser is lowered geometrically from ``eps_start`` (default: the
     cost range) to ``epsilon`` over the first half of the iterations
     (epsilon scaling), which makes small epsilon converge in few iterations.
@@ -106,8 +109,9 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
             logk = logk_final
         f = eps * (log_row - _logsumexp(logk + g[:, :, None] / eps, dim=1))
         g = eps * (log_col - _logsumexp(logk + f[:, None, :] / eps, dim=2))
-        if relax is not None:  # KL-relaxed columns: the exact update, damped
-            g = g * (relax / (relax + eps))
+        if relax is not None:  # KL-relaxed columns: the exact update, damped; instances >= capacity
+            damped = g * (relax / (relax + eps))
+            g = torch.cat([torch.maximum(g[:, :-1], damped[:, :-1]), damped[:, -1:]], 1)
     logk = logk_final if logk_final is not None else mask - big / epsilon
     plan = torch.exp(logk + f[:, None, :] / epsilon + g[:, :, None] / epsilon).transpose(1, 2).contiguous()
     return plan

@@ -446,32 +446,52 @@ def test_sinkhorn_capacity_marginals():
 
 
 def test_sinkhorn_relaxed_marginals_satisfy_the_optimality_conditions():
-    """relax = tau: the plan of min <P, C> - eps H(P) + tau KL(P^T 1 | b) with exact rows.  At its
-    optimum P_qj = exp((f_q + g_j - C_qj) / eps) with g_j = -tau log(col_j / b_j), so within a row
-    eps log(P_qj / P_qj') + C_qj - C_qj' = tau log(col_j' b_j / (col_j b_j')) for every pair of
-    columns; large tau gives the balanced plan, None is exactly the balanced code path."""
+    """relax = tau: the plan of min <P, C> - eps H(P) + tau KL(col | b) with exact rows and every
+    instance column held at col_k >= b_k.  At its optimum P_qj = exp((f_q + g_j - C_qj) / eps)
+    with g_j = -tau log(col_j / b_j) for the free columns (no-object, instances above their
+    bound) and g_k >= that for instances at the bound, so within a row
+    eps log(P_qj / P_qj') + C_qj - C_qj' = g_j - g_j'.  Large tau gives the balanced plan, None
+    is exactly the balanced code path."""
     g = torch.Generator().manual_seed(3)
     cost = torch.rand(2, 9, 4, generator=g) * 3
+    cost[:, :, 3] += 0.7  # no object a little dearer, so that some instances take extra mass
     valid = torch.tensor([[True, True, True], [True, False, True]])
     eps, tau = 0.1, 0.5
-    plan = sinkhorn_plan(cost, valid, epsilon=eps, iters=2000, relax=tau).double()
+    plan = sinkhorn_plan(cost, valid, epsilon=eps, iters=3000, relax=tau).double()
     assert torch.allclose(plan.sum(2), torch.ones(2, 9, dtype=torch.float64), atol=1e-4)  # rows exact
+    above = 0
     for b in range(2):
         cols = [j for j in range(3) if valid[b, j]] + [3]
         target = torch.tensor([1.0] * (len(cols) - 1) + [9.0 - (len(cols) - 1)], dtype=torch.float64)
         mass = plan[b][:, cols].sum(0)
-        c = cost[b][:, cols].double()
-        lhs = eps * (plan[b][:, cols].log()[:, :, None] - plan[b][:, cols].log()[:, None, :]) \
-            + c[:, :, None] - c[:, None, :]
-        rhs = tau * ((mass[None, :] / target[None, :]).log() - (mass[:, None] / target[:, None]).log())
-        assert torch.allclose(lhs, rhs.expand_as(lhs), atol=2e-3), b
-        assert not torch.allclose(mass, target, atol=1e-2)  # the relaxation is really used
+        assert (mass[:-1] >= 1 - 1e-4).all()  # an instance never takes less than one unit
+        assert mass[-1] <= target[-1] + 1e-4
+        free = [i for i in range(len(cols)) if i == len(cols) - 1 or mass[i] > 1 + 1e-3]
+        above += len(free) - 1
+        # the duals read off the plan, relative to the no-object column
+        logp, c = plan[b][:, cols].log(), cost[b][:, cols].double()
+        dual = (eps * (logp - logp[:, -1:]) + c - c[:, -1:]).mean(0)  # g_j - g_none, equal in every row
+        assert torch.allclose(eps * (logp - logp[:, -1:]) + c - c[:, -1:], dual.expand(9, -1), atol=2e-3)
+        kl = -tau * (mass / target).log()  # -tau log(col / b)
+        for i in free:
+            assert dual[i].item() == pytest.approx((kl[i] - kl[-1]).item(), abs=2e-3), (b, i)
+        for i in set(range(len(cols) - 1)) - set(free):
+            assert dual[i].item() >= (kl[i] - kl[-1]).item() - 2e-3, (b, i)
+    assert above > 0  # the relaxation is really used
     assert plan[1, :, 1].abs().max() < 1e-6  # a padded instance still gets nothing
     exact = sinkhorn_plan(cost, valid, epsilon=eps, iters=300)
     assert torch.equal(sinkhorn_plan(cost, valid, epsilon=eps, iters=300, relax=None), exact)
     assert torch.allclose(sinkhorn_plan(cost, valid, epsilon=eps, iters=300, relax=1e7), exact, atol=1e-4)
     with pytest.raises(ValueError, match="relax must be > 0"):
         sinkhorn_plan(cost, valid, epsilon=eps, relax=0.0)
+
+
+def test_sinkhorn_relaxed_marginals_never_starve_an_instance():
+    """Early in training every instance is dear and no object cheap: relaxed columns still give
+    each instance at least its one unit (a both-ways relaxation gave them almost nothing)."""
+    cost = torch.cat([torch.full((1, 6, 2), 3.0), torch.full((1, 6, 1), 0.05)], 2)
+    plan = sinkhorn_plan(cost, torch.tensor([[True, True]]), epsilon=0.1, iters=500, relax=0.5)
+    assert torch.allclose(plan[0, :, :2].sum(0), torch.ones(2), atol=1e-3)
 
 
 def test_marginal_relax_lets_two_good_queries_share_an_instance():

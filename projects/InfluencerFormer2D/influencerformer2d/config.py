@@ -197,7 +197,7 @@ def add_influencerformer_config(cfg):
     # final layer; > 1: one-to-many supervision of the intermediate predictions).
     cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY = 1.0
     # Relaxed marginals (unbalanced transport): 0 keeps every instance's query mass at exactly
-    # one; tau > 0 lets it move where the costs favour it, held near one by tau * KL.
+    # one; tau > 0 lets it grow above one where several queries are cheap for it (penalty tau * KL).
     cfg.MODEL.MASK_FORMER.INFLUENCER.MARGINAL_RELAX = 0.0
     # True: every decoder layer is supervised with the final layer's plan.
     cfg.MODEL.MASK_FORMER.INFLUENCER.REUSE_FINAL_PLAN = False
