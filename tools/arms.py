@@ -6,10 +6,19 @@
     python tools/arms.py 3d synthetic hungarian
     python tools/arms.py 2d coco reference   # projects/InfluencerFormer2D/configs/coco-reference.yaml
     python tools/arms.py 3d scannet baseline --shell   # 'hungarian <config>' (for tools/_3d_common.sh)
+
+Standard library only: tools/_3d_common.sh runs it with whatever python it found, which may
+lack torch, so the module is read from its file instead of importing the influencer_core
+package (whose __init__ imports torch).
 """
+import importlib.util
+import os
 import sys
 
-from influencer_core.arms import main
+_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "influencer_core", "arms.py")
+_spec = importlib.util.spec_from_file_location("influencer_core_arms_cli", _PATH)
+arms = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(arms)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arms.main())
