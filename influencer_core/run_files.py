@@ -23,8 +23,6 @@ import zipfile
 from contextlib import contextmanager
 from typing import Callable, Iterable, List, Optional
 
-import torch
-
 __all__ = [
     "CheckpointError",
     "OutputDirError",
@@ -232,6 +230,8 @@ def set_cpu_threads(requested=None):
     threads made the 3D synthetic config ~15x slower per iteration than one (15 s vs 1.0 s) and
     2D steps 10-40x slower; spconv's CPU kernels run single-threaded anyway.  Returns the thread
     count in use."""
+    import torch  # as load_checkpoint_file: torch only when a tool actually asks
+
     if torch.cuda.is_available():
         return torch.get_num_threads()
     if requested is None:

@@ -118,8 +118,9 @@ class InfluencerCriterion(CoreCriterionAdapter):
             self.scale = {}
         if fix_dice_loss_weight is not None:
             check_flag("InfluencerCriterion", "fix_dice_loss_weight", fix_dice_loss_weight)
-        if fix_dice_loss_weight is not None and variant != "ot":
-            warnings.warn("InfluencerCriterion(variant='reference') has no dice loss: fix_dice_loss_weight is ignored")
+            if variant != "ot":
+                warnings.warn("InfluencerCriterion(variant='reference') has no dice loss: "
+                              "fix_dice_loss_weight is ignored")
         self.fix_dice_loss_weight = fix_dice_loss_weight if variant == "ot" else None
         self.last_stats: Dict[str, Tensor] = {}
 
