@@ -28,11 +28,19 @@ iteration budget and the validation interval overridden.  Writes to --output:
   evaluation (mean ± 95 % interval over seeds), areas under the curves, iterations to
   Hungarian's final metric (interpolated between evaluations) and whether Hungarian's curve
   has flattened (< 1 point gained over the last 25 % of the schedule).  ``--reuse`` continues
-  an interrupted study without rerunning finished runs.
+  an interrupted study without rerunning finished runs;
+* with --final-eval-root DIR, ab_final_eval.md: every run's final checkpoint evaluated once
+  more on the held-out data in DIR (a larger set than the config's validation split resolves
+  smaller differences), per arm mean ± 95 % interval and, against Hungarian, the per-seed
+  differences.  Fresh synthetic data for it (another generator seed than the training data's):
+  2D ``python datasets/prepare_synthetic_2d.py --out datasets/generated/synthetic_coco_heldout
+  --train 1 --val 500 --seed 1``, 3D ``python datasets/prepare_synthetic_3d.py --out
+  datasets/generated/synthetic_s3dis_heldout --areas 5 --rooms-per-area 40 --seed 1``.
 """
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -62,18 +70,45 @@ def train_net_cmd(args, arm, seed, out_dir):
     replaces whatever an earlier study left in its folder."""
     steps = f"({int(args.iters * 0.8)},)"
     return [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", args.config_file,
-            "--num-gpus", str(args.num_gpus), "--overwrite", "MODEL.MASK_FORMER.CRITERION", arms.criterion_2d(arm),
+            "--num-gpus", str(args.num_gpus), "--overwrite", "MODEL.MASK_FORMER.CRITERION",
+            arms.criterion_2d(args.base_arm[arm]),
             "SEED", str(seed), "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", steps,
             "TEST.EVAL_PERIOD", str(args.eval_period), "SOLVER.CHECKPOINT_PERIOD", str(10 * args.iters),
-            "OUTPUT_DIR", out_dir, *args.opts]
+            "OUTPUT_DIR", out_dir, *args.opts, *args.arm_opts.get(arm, [])]
+
+
+COMMAND_FILE = "ab_command.json"
+
+
+def reusable(args, arm, out_dir, done_file):
+    """--reuse and a finished run in out_dir.  A finished run made with other overrides than this
+    study's (its ab_command.json) is an error, not silently reused: the table would mix settings."""
+    if not (args.reuse and os.path.exists(os.path.join(out_dir, done_file))):
+        return False
+    recorded = os.path.join(out_dir, COMMAND_FILE)
+    if os.path.exists(recorded):  # runs made before the file existed are taken as they are
+        with open(recorded) as f:
+            old = json.load(f)["overrides"]
+        new = [*args.opts, *args.arm_opts.get(arm, [])]
+        if old != new:
+            raise SystemExit(f"--reuse: {out_dir} was trained with the overrides {old}, this study asks for {new}; "
+                             "use another --output (or delete that run)")
+    return True
+
+
+def record_command(args, arm, out_dir, cmd):
+    with open(os.path.join(out_dir, COMMAND_FILE), "w") as f:
+        json.dump({"arm": args.base_arm[arm], "overrides": [*args.opts, *args.arm_opts.get(arm, [])],
+                   "command": cmd}, f, indent=1)
 
 
 def run_one(args, arm, seed, out_dir):
     """Train and periodically evaluate one (arm, seed); returns the parsed metrics.json."""
     cmd = train_net_cmd(args, arm, seed, out_dir)
     metrics = os.path.join(out_dir, "metrics.json")
-    if not (args.reuse and os.path.exists(os.path.join(out_dir, "model_final.pth"))):
+    if not reusable(args, arm, out_dir, "model_final.pth"):
         os.makedirs(out_dir, exist_ok=True)  # train_net.py --overwrite deletes an earlier run's files
+        record_command(args, arm, out_dir, cmd)
         t0 = time.time()
         with open(os.path.join(out_dir, "ab_stdout.log"), "w") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
@@ -87,13 +122,14 @@ def run_one_3d(args, arm, seed, out_dir):
     """Train one (arm, seed) with tools/train_3d.py; returns (evals, timing)."""
     cfg = args.configs_3d[arm]
     final_ckpt = os.path.join(out_dir, f"iter_{args.iters}.pth")
-    if not (args.reuse and os.path.exists(final_ckpt)):
+    if not reusable(args, arm, out_dir, os.path.basename(final_ckpt)):
         os.makedirs(out_dir, exist_ok=True)
         # --overwrite: a run that is not reused replaces an earlier study's files in its folder
         cmd = [sys.executable, os.path.join(ROOT, "tools", "train_3d.py"), cfg, "--work-dir", out_dir, "--overwrite",
                "--cfg-options", f"randomness.seed={seed}", f"train_cfg.max_iters={args.iters}",
                f"train_cfg.val_interval={args.eval_period}", f"param_scheduler.end={args.iters}",
-               f"default_hooks.checkpoint.interval={args.iters}", *args.opts]
+               f"default_hooks.checkpoint.interval={args.iters}", *args.opts, *args.arm_opts.get(arm, [])]
+        record_command(args, arm, out_dir, cmd)
         t0 = time.time()
         with open(os.path.join(out_dir, "ab_stdout.log"), "w") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
@@ -101,6 +137,117 @@ def run_one_3d(args, arm, seed, out_dir):
             raise SystemExit(f"run {arm} seed {seed} failed; see {out_dir}/ab_stdout.log")
         print(f"  {arm} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     return summarise_run_3d(out_dir)
+
+
+HELDOUT_HINT = {
+    "2d": "python datasets/prepare_synthetic_2d.py --out {root} --train 1 --val 500 --seed 1",
+    "3d": "python datasets/prepare_synthetic_3d.py --out {root} --areas 5 --rooms-per-area 40 --seed 1"}
+
+
+def check_final_eval_root(task, root):
+    """--final-eval-root must hold a prepared held-out split: 2D the COCO-format val2017 of the synthetic
+    layout, 3D an S3DIS-layout Area 5 (what the synthetic configs test on)."""
+    need = (["annotations/panoptic_val2017.json", "annotations/instances_val2017.json", "panoptic_val2017",
+             "panoptic_semseg_val2017", "val2017"] if task == "2d" else ["s3dis_infos_Area_5.pkl"])
+    missing = [n for n in need if not os.path.exists(os.path.join(root, n))]
+    if missing:
+        raise SystemExit(f"--final-eval-root {root} has no {missing[0]}; make fresh held-out data with: "
+                         + HELDOUT_HINT[task].format(root=root))
+
+
+def final_eval_cmd(args, arm, out_dir, work):
+    """The command evaluating one run's final checkpoint on --final-eval-root with the run's own saved
+    config (2D: train_net.py --eval-only on the root as DATASETS.OWN_VAL; 3D: test_3d.py --data-root)."""
+    root = os.path.abspath(args.final_eval_root)
+    if args.task == "3d":
+        dumped = sorted(f for f in os.listdir(out_dir) if f.endswith(".py"))
+        cfg = os.path.join(out_dir, dumped[0]) if dumped else args.configs_3d[arm]
+        return [sys.executable, os.path.join(ROOT, "tools", "test_3d.py"), cfg,
+                os.path.join(out_dir, f"iter_{args.iters}.pth"), "--work-dir", work, "--data-root", root]
+    own = {"NAME": "ab_heldout", "IMAGE_ROOT": "val2017", "PANOPTIC_JSON": "annotations/panoptic_val2017.json",
+           "PANOPTIC_ROOT": "panoptic_val2017", "SEM_SEG_ROOT": "panoptic_semseg_val2017",
+           "INSTANCES_JSON": "annotations/instances_val2017.json"}
+    opts = [x for k, v in own.items() for x in (f"DATASETS.OWN_VAL.{k}", v if k == "NAME" else os.path.join(root, v))]
+    return [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
+            os.path.join(out_dir, "config.yaml"), "--eval-only",
+            "MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth"), "DATASETS.TEST", "('own_data',)", *opts,
+            "OUTPUT_DIR", work]
+
+
+def final_eval(args, arm, seed, out_dir):
+    """One run's final checkpoint evaluated once more on ``--final-eval-root`` (see
+    :func:`final_eval_cmd`); cached in ``out_dir/final_eval.json`` per data root and checkpoint.
+    Returns {metric: value} in the units of the periodic evaluations (percent)."""
+    ckpt = os.path.join(out_dir, f"iter_{args.iters}.pth" if args.task == "3d" else "model_final.pth")
+    cache = os.path.join(out_dir, "final_eval.json")
+    stamp = {"root": os.path.abspath(args.final_eval_root), "checkpoint": ckpt,
+             "checkpoint_mtime": os.path.getmtime(ckpt)}
+    if os.path.exists(cache):
+        with open(cache) as f:
+            old = json.load(f)
+        if {k: old.get(k) for k in stamp} == stamp:
+            return old["metrics"]
+    work = os.path.join(out_dir, "final_eval")
+    cmd = final_eval_cmd(args, arm, out_dir, work)
+    with open(os.path.join(out_dir, "final_eval_stdout.log"), "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    if proc.returncode != 0:
+        raise SystemExit(f"final evaluation of {arm} seed {seed} failed; see {out_dir}/final_eval_stdout.log")
+    if args.task == "3d":
+        with open(os.path.join(work, "test_metrics.json")) as f:
+            raw = json.load(f)["metrics"]
+        metrics = {k: (100 * raw[v] if v in raw else None) for k, v in METRICS_3D.items()}
+    else:
+        with open(os.path.join(work, "eval_metrics.json")) as f:
+            raw = json.load(f)["metrics"]
+        metrics = {k: raw.get(v) for k, v in METRICS.items()}
+    with open(cache, "w") as f:
+        json.dump({**stamp, "metrics": metrics}, f, indent=1)
+    return metrics
+
+
+def final_eval_summary(results, task):
+    """Per arm: mean and 95 % interval of each metric of the final evaluation over seeds, and
+    (arms other than Hungarian) the per-seed difference of the primary metric to Hungarian's run
+    of the same seed."""
+    out = {}
+    primary = PRIMARY[task]
+    keys = METRICS_3D if task == "3d" else METRICS
+    hung = {r["seed"]: r["final_eval"] for r in results.get("hungarian", []) if r.get("final_eval")}
+    for arm, runs in results.items():
+        runs = [r for r in runs if r.get("final_eval")]
+        if not runs:
+            continue
+        s = {"n": len(runs)}
+        for key in keys:
+            m, h = interval95([r["final_eval"].get(key) for r in runs])
+            s[key] = {"mean": m, "ci95": h}
+        if arm != "hungarian" and hung:
+            diffs = [r["final_eval"][primary] - hung[r["seed"]][primary] for r in runs
+                     if r["seed"] in hung and r["final_eval"].get(primary) is not None]
+            m, h = interval95(diffs)
+            s["minus_hungarian"] = {"metric": primary, "per_seed": diffs, "mean": m, "ci95": h}
+        out[arm] = s
+    return out
+
+
+def write_final_eval_report(summary, args):
+    """ab_final_eval.md from :func:`final_eval_summary`."""
+    fmt_ci = lambda v: "n/a" if v["mean"] is None else (  # noqa: E731
+        f"{v['mean']:.1f}" if v["ci95"] is None else f"{v['mean']:.1f} ± {v['ci95']:.1f}")
+    cols, primary = COLUMNS[args.task], PRIMARY[args.task]
+    lines = [f"# Final checkpoints on {os.path.relpath(os.path.abspath(args.final_eval_root), ROOT)}", "",
+             f"Each run's final ({args.iters}-iteration) checkpoint, seeds {args.seeds}; mean ± half-width of the "
+             f"95 % t-interval over seeds. Last column: {primary} minus Hungarian's of the same seed (per seed; "
+             "mean ± 95 %).", "", "| arm | " + " | ".join(label for label, _ in cols) + f" | {primary} − hungarian |",
+             "|---" * (len(cols) + 2) + "|"]
+    for arm, s in summary.items():
+        d = s.get("minus_hungarian")
+        diff = "" if d is None else (", ".join(f"{x:+.1f}" for x in d["per_seed"]) + f" ({fmt_ci(d)})")
+        lines.append(f"| {arm} | " + " | ".join(fmt_ci(s[k]) for _, k in cols) + f" | {diff} |")
+    with open(os.path.join(args.output, "ab_final_eval.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def summarise_run_3d(out_dir):
@@ -353,6 +500,12 @@ def main(argv=None):
                     help="3D: the mmengine config of an arm instead of its --dataset-3d config")
     ap.add_argument("--arms", "--criteria", dest="arms", nargs="+", default=list(arms.ARMS),
                     help=f"arms to compare (default: {' '.join(arms.ARMS)})")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=ARM",
+                    help="an extra entry compared like an arm: ARM trained under NAME (own folder, row and "
+                         "curve), with the overrides of --arm-opts NAME; added to --arms")
+    ap.add_argument("--arm-opts", action="append", nargs="+", default=[], metavar=("NAME", "OPT"),
+                    help="overrides for one arm or variant only, after the shared ones (2D KEY VALUE ..., "
+                         "3D key=value ...), e.g. --arm-opts ot model.criterion.inst_criterion.marginal_relax=0.5")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--iters", type=int, default=None, help="default: 800 (2D), 300 (3D)")
     ap.add_argument("--eval-period", type=int, default=None, help="default: 200 (2D), 100 (3D)")
@@ -363,6 +516,9 @@ def main(argv=None):
                     help="convergence study: >= 10 evaluations (default period: iters / 10), and "
                          "ab_convergence.md with 95 %% intervals, areas under the curves, interpolated "
                          "iterations to Hungarian's final metric and whether Hungarian's curve flattened")
+    ap.add_argument("--final-eval-root", default=None, metavar="DIR",
+                    help="also evaluate every run's final checkpoint on the held-out data in DIR "
+                         "(ab_final_eval.md): 2D a synthetic-layout val2017, 3D an S3DIS-layout Area 5")
     ap.add_argument("opts", nargs=argparse.REMAINDER,
                     help="extra overrides: 2D KEY VALUE ..., 3D key=value ... (mmengine --cfg-options)")
     args = ap.parse_args(argv)
@@ -375,14 +531,33 @@ def main(argv=None):
         ap.error(f"--convergence needs >= 10 evaluations: --eval-period {args.eval_period} gives "
                  f"{args.iters // args.eval_period} over {args.iters} iterations")
     args.output = args.output or os.path.join(ROOT, "output", f"ab_{args.task}")
+    if args.final_eval_root:
+        check_final_eval_root(args.task, args.final_eval_root)
     try:
-        args.arms = list(dict.fromkeys(canonical_arm(a) for a in args.arms))
-        args.configs_3d = {a: os.path.join(ROOT, arms.config_3d(args.dataset_3d, a)) for a in args.arms}
+        variants = {}
+        for item in args.variant:
+            name, sep, base = item.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name) or name in arms.ARMS:
+                ap.error(f"--variant expects NAME=ARM with a new folder-safe NAME (not an arm's name), got {item!r}")
+            variants[name] = canonical_arm(base)
+        args.base_arm = {}
+        for a in [*args.arms, *variants]:
+            name = a if a in variants else canonical_arm(a)
+            args.base_arm[name] = variants.get(name, name)
+        args.arms = list(args.base_arm)
+        args.configs_3d = {a: os.path.join(ROOT, arms.config_3d(args.dataset_3d, base))
+                           for a, base in args.base_arm.items()}
         for item in args.config_3d:
             name, sep, path = item.partition("=")
             if not sep or not os.path.exists(path):
                 ap.error(f"--config-3d expects ARM=CONFIG with an existing file, got {item!r}")
-            args.configs_3d[canonical_arm(name)] = os.path.abspath(path)
+            args.configs_3d[name if name in variants else canonical_arm(name)] = os.path.abspath(path)
+        args.arm_opts, opts_given = {}, args.arm_opts
+        for name, *opts in opts_given:
+            name = name if name in variants else canonical_arm(name)
+            if name not in args.base_arm:
+                ap.error(f"--arm-opts {name}: not one of the compared arms / variants {args.arms}")
+            args.arm_opts.setdefault(name, []).extend(opts)
     except ValueError as e:
         ap.error(str(e))
     os.makedirs(args.output, exist_ok=True)
@@ -395,14 +570,21 @@ def main(argv=None):
             else:
                 evals, timing = summarise_run(run_one(args, a, s, out_dir), args.iters)
             results[a].append({"seed": s, "evals": evals, "timing": timing})
+            if args.final_eval_root:
+                results[a][-1]["final_eval"] = final_eval(args, a, s, out_dir)
     summary = convergence_summary(results, PRIMARY[args.task], args.iters)
+    final = final_eval_summary(results, args.task) if args.final_eval_root else None
     with open(os.path.join(args.output, "ab_results.json"), "w") as f:
         json.dump({"task": args.task, "config": args.config_file if not three_d else args.configs_3d,
                    "iters": args.iters, "eval_period": args.eval_period,
-                   "seeds": args.seeds, "results": results, "convergence": summary}, f, indent=1)
+                   "seeds": args.seeds, "results": results, "convergence": summary,
+                   **({"final_eval": {"root": os.path.abspath(args.final_eval_root), "arms": final}}
+                      if final is not None else {})}, f, indent=1)
     write_report(results, args)
     if args.convergence:
         write_convergence_report(summary, args)
+    if final is not None:
+        write_final_eval_report(final, args)
     plot(results, args)
     print(f"wrote {args.output}/ab_results.json, ab_results.md, ab_curves.png")
 

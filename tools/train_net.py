@@ -2,7 +2,7 @@
 """Train and evaluate InfluencerFormer2D (detectron2's DefaultTrainer pattern).
 
     python tools/train_net.py --config-file projects/InfluencerFormer2D/configs/coco.yaml --num-gpus 8
-    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS path/to/model.pth
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS path/to/model.pth   # -> eval_metrics.json
     python tools/train_net.py --config-file ... --resume
     python tools/train_net.py --config-file ... --overwrite     # delete the previous run in OUTPUT_DIR first
 
@@ -270,6 +270,20 @@ def check_dataset_names(cfg, args):
                                "(configs/own-data.yaml)")
 
 
+def write_eval_metrics(cfg, res):
+    """--eval-only: the results, flattened as in training's metrics.json ("panoptic_seg/PQ", ...; one
+    dataset: no dataset prefix), with the weights and test sets, to OUTPUT_DIR/eval_metrics.json."""
+    import json
+
+    from detectron2.evaluation.testing import flatten_results_dict
+
+    path = os.path.join(cfg.OUTPUT_DIR, "eval_metrics.json")
+    with open(path, "w") as f:
+        json.dump({"weights": cfg.MODEL.WEIGHTS, "datasets": list(cfg.DATASETS.TEST),
+                   "metrics": {k: float(v) for k, v in flatten_results_dict(res).items()}}, f, indent=1)
+    logging.getLogger("influencerformer2d").info(f"evaluation results written to {path}")
+
+
 def main(args):
     cfg = setup(args)
     check_weights_early(cfg, args)
@@ -280,6 +294,7 @@ def main(args):
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
+            write_eval_metrics(cfg, res)
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -246,6 +246,9 @@ def test_train_net_main_trains_then_evaluates_with_eval_only(tmp_path, synthetic
         config + ["--eval-only"] + opts + ["MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(tmp_path / "eval")]))
     assert {"panoptic_seg", "segm", "sem_seg", "duplicates"} <= set(res)
     assert 0.0 <= res["panoptic_seg"]["PQ"] <= 100.0 and 0.0 <= res["sem_seg"]["mIoU"] <= 100.0
+    written = json.load(open(tmp_path / "eval" / "eval_metrics.json"))  # the same numbers, flattened
+    assert written["weights"] == str(weights) and written["datasets"] == ["t2d_val_panoptic"]
+    assert written["metrics"]["panoptic_seg/PQ"] == pytest.approx(res["panoptic_seg"]["PQ"])
     trained = torch.load(weights, map_location="cpu", weights_only=False)["model"]
     assert len(evaluated) == 1 and all(torch.equal(evaluated[0][k], v) for k, v in trained.items())
 

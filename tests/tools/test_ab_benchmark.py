@@ -116,6 +116,7 @@ def test_ab_benchmark_arms_and_3d_configs_follow_the_rule(tmp_path, monkeypatch,
 
     class Args2D:
         config_file, num_gpus, iters, eval_period, opts = ab.DEFAULT_CFG, 1, 10, 5, []
+        base_arm, arm_opts = {a: a for a in ab.arms.ARMS}, {}
     for arm in ab.arms.ARMS:
         cmd = ab.train_net_cmd(Args2D, arm, 0, str(tmp_path / arm))
         assert cmd[cmd.index("MODEL.MASK_FORMER.CRITERION") + 1] == ab.arms.criterion_2d(arm)
@@ -163,3 +164,121 @@ def test_convergence_mode_needs_ten_evaluations(capsys):
     with pytest.raises(SystemExit):
         ab.main(["--convergence", "--iters", "100", "--eval-period", "20"])
     assert "needs >= 10 evaluations" in capsys.readouterr().err
+
+
+def _fake_3d_subprocess(ab, monkeypatch, calls, ap_by_arm):
+    """subprocess.run stand-in for train_3d.py / test_3d.py: writes what they would (scalars with one
+    validation, the final checkpoint, test_metrics.json) and records the command."""
+    def fake_run(cmd, stdout=None, stderr=None, env=None):
+        calls.append(cmd)
+        tool = os.path.basename(cmd[1])
+        if tool == "train_3d.py":
+            out = cmd[cmd.index("--work-dir") + 1]
+            iters = int([c for c in cmd if c.startswith("train_cfg.max_iters=")][0].split("=")[1])
+            arm = os.path.basename(os.path.dirname(out))
+            os.makedirs(os.path.join(out, "20260101_000000", "vis_data"), exist_ok=True)
+            with open(os.path.join(out, "20260101_000000", "vis_data", "scalars.json"), "w") as f:
+                f.write(json.dumps({"all_ap": ap_by_arm[arm], "duplicate_rate": 0.1, "step": iters}) + "\n")
+            open(os.path.join(out, f"iter_{iters}.pth"), "wb").close()
+            open(os.path.join(out, "dumped_config.py"), "w").close()
+        else:  # test_3d.py CONFIG CKPT --work-dir W --data-root R
+            work, ckpt = cmd[cmd.index("--work-dir") + 1], cmd[3]
+            arm, seed = ckpt.split(os.sep)[-3], int(ckpt.split(os.sep)[-2].split("_")[1])
+            os.makedirs(work, exist_ok=True)
+            with open(os.path.join(work, "test_metrics.json"), "w") as f:
+                json.dump({"metrics": {"all_ap": ap_by_arm[arm] - 0.1 + 0.01 * seed, "all_ap_50%": 0.5}}, f)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(ab.subprocess, "run", fake_run)
+    monkeypatch.setattr(ab, "plot", lambda results, args: None)
+
+
+def test_variants_and_per_arm_overrides(tmp_path, monkeypatch):
+    """--variant NAME=ARM trains ARM's config under its own name; --arm-opts reach that arm only; a
+    reused run made with other overrides is refused instead of mixed into the table."""
+    ab = _ab_module()
+    calls = []
+    _fake_3d_subprocess(ab, monkeypatch, calls, {"hungarian": 0.5, "ot": 0.6, "ot_relax": 0.7})
+    out = str(tmp_path / "study")
+    argv = ["--task", "3d", "--arms", "hungarian", "ot", "--variant", "ot_relax=ot", "--seeds", "0",
+            "--iters", "10", "--eval-period", "10", "--output", out, "--reuse",
+            "--arm-opts", "ot_relax", "model.x=1"]
+    ab.main(argv)
+    trained = {c[c.index("--work-dir") + 1].split(os.sep)[-2]: c for c in calls}
+    assert list(trained) == ["hungarian", "ot", "ot_relax"]
+    assert trained["ot_relax"][2] == trained["ot"][2] == os.path.join(ROOT, ab.arms.config_3d("synthetic", "ot"))
+    assert "model.x=1" in trained["ot_relax"] and "model.x=1" not in trained["ot"]
+    res = json.load(open(os.path.join(out, "ab_results.json")))
+    assert res["results"]["ot_relax"][0]["evals"][-1]["mAP"] == pytest.approx(70.0)
+    recorded = json.load(open(os.path.join(out, "ot_relax", "seed_0", "ab_command.json")))
+    assert recorded["arm"] == "ot" and recorded["overrides"] == ["model.x=1"]
+    calls.clear()
+    ab.main(argv)  # same overrides: everything reused
+    assert calls == []
+    with pytest.raises(SystemExit, match="trained with the overrides"):
+        ab.main(argv[:-1] + ["model.x=2"])
+    for bad in (["--variant", "ot=hungarian"], ["--variant", "a/b=ot"], ["--arm-opts", "reference", "k=1"]):
+        with pytest.raises(SystemExit):
+            ab.main(["--task", "3d", "--arms", "ot", "--output", str(tmp_path / "bad"), *bad])
+
+
+def test_final_eval_on_a_larger_heldout_set(tmp_path, monkeypatch):
+    """--final-eval-root evaluates each final checkpoint with the run's dumped config on the given rooms
+    once (cached per root and checkpoint) and reports means and per-seed differences to Hungarian."""
+    ab = _ab_module()
+    calls = []
+    _fake_3d_subprocess(ab, monkeypatch, calls, {"hungarian": 0.5, "ot": 0.6})
+    root = tmp_path / "heldout"
+    out = str(tmp_path / "study")
+    argv = ["--task", "3d", "--arms", "hungarian", "ot", "--seeds", "0", "1", "--iters", "10",
+            "--eval-period", "10", "--output", out, "--reuse", "--final-eval-root", str(root)]
+    with pytest.raises(SystemExit, match="prepare_synthetic_3d.py"):
+        ab.main(argv)  # no prepared rooms there yet
+    root.mkdir()
+    (root / "s3dis_infos_Area_5.pkl").write_bytes(b"")
+    ab.main(argv)
+    tests = [c for c in calls if os.path.basename(c[1]) == "test_3d.py"]
+    assert len(tests) == 4 and all(c[2].endswith("dumped_config.py") for c in tests)
+    assert all(c[c.index("--data-root") + 1] == str(root) for c in tests)
+    res = json.load(open(os.path.join(out, "ab_results.json")))
+    fin = res["final_eval"]["arms"]
+    assert fin["hungarian"]["mAP"]["mean"] == pytest.approx(40.5) and fin["ot"]["mAP"]["mean"] == pytest.approx(50.5)
+    assert fin["ot"]["minus_hungarian"]["per_seed"] == pytest.approx([10.0, 10.0])
+    assert "+10.0, +10.0" in open(os.path.join(out, "ab_final_eval.md")).read()
+    calls.clear()
+    ab.main(argv)  # cached
+    assert calls == []
+    with pytest.raises(SystemExit, match="prepare_synthetic_2d.py"):
+        ab.main(["--final-eval-root", str(root), "--output", out])  # not a 2D held-out split
+
+
+def test_final_eval_2d_runs_eval_only_on_the_heldout_split(tmp_path, monkeypatch):
+    """2D: train_net.py --eval-only with the run's config.yaml and final weights, the root's val2017 as
+    DATASETS.OWN_VAL; the metrics come from its eval_metrics.json."""
+    ab = _ab_module()
+    root, run = tmp_path / "heldout", tmp_path / "ot" / "seed_0"
+    run.mkdir(parents=True)
+    (run / "model_final.pth").write_bytes(b"")
+    calls = []
+
+    def fake_run(cmd, stdout=None, stderr=None, env=None):
+        calls.append(cmd)
+        work = cmd[cmd.index("OUTPUT_DIR") + 1]
+        os.makedirs(work)
+        with open(os.path.join(work, "eval_metrics.json"), "w") as f:
+            json.dump({"metrics": {"panoptic_seg/PQ": 55.0, "segm/AP": 20.0, "duplicates/rate": 30.0}}, f)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(ab.subprocess, "run", fake_run)
+
+    class Args:
+        task, iters, final_eval_root = "2d", 100, str(root)
+
+    metrics = ab.final_eval(Args, "ot", 0, str(run))
+    assert metrics["PQ"] == 55.0 and metrics["AP"] == 20.0 and metrics["duplicate_rate"] == 30.0
+    cmd = calls[0]
+    assert cmd[cmd.index("--config-file") + 1] == str(run / "config.yaml") and "--eval-only" in cmd
+    assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == str(run / "model_final.pth")
+    assert cmd[cmd.index("DATASETS.OWN_VAL.PANOPTIC_JSON") + 1] == str(root / "annotations" / "panoptic_val2017.json")
+    assert cmd[cmd.index("DATASETS.TEST") + 1] == "('own_data',)"
+    assert ab.final_eval(Args, "ot", 0, str(run)) == metrics and len(calls) == 1  # cached
