@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,26 @@ def train_net_cmd(args, arm, seed, out_dir):
             "OUTPUT_DIR", out_dir, *args.opts, *args.arm_opts.get(arm, [])]
 
 
+def run_child(cmd, log_path):
+    """Run one training / evaluation command with its output in log_path; returns its exit status.
+    Stopping the study (Ctrl-C, SIGTERM) stops the command and its workers too: it runs in its own
+    process group, which is terminated (then killed) when this process is interrupted."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                start_new_session=True)
+        try:
+            return proc.wait()
+        except BaseException:
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(wait)
+                    break
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    continue
+            raise
+
+
 COMMAND_FILE = "ab_command.json"
 
 
@@ -110,9 +131,7 @@ def run_one(args, arm, seed, out_dir):
         os.makedirs(out_dir, exist_ok=True)  # train_net.py --overwrite deletes an earlier run's files
         record_command(args, arm, out_dir, cmd)
         t0 = time.time()
-        with open(os.path.join(out_dir, "ab_stdout.log"), "w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-        if proc.returncode != 0:
+        if run_child(cmd, os.path.join(out_dir, "ab_stdout.log")) != 0:
             raise SystemExit(f"run {arm} seed {seed} failed; see {out_dir}/ab_stdout.log")
         print(f"  {arm} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     return [json.loads(line) for line in open(metrics)]
@@ -131,9 +150,7 @@ def run_one_3d(args, arm, seed, out_dir):
                f"default_hooks.checkpoint.interval={args.iters}", *args.opts, *args.arm_opts.get(arm, [])]
         record_command(args, arm, out_dir, cmd)
         t0 = time.time()
-        with open(os.path.join(out_dir, "ab_stdout.log"), "w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-        if proc.returncode != 0:
+        if run_child(cmd, os.path.join(out_dir, "ab_stdout.log")) != 0:
             raise SystemExit(f"run {arm} seed {seed} failed; see {out_dir}/ab_stdout.log")
         print(f"  {arm} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     return summarise_run_3d(out_dir)
@@ -189,9 +206,7 @@ def final_eval(args, arm, seed, out_dir):
             return old["metrics"]
     work = os.path.join(out_dir, "final_eval")
     cmd = final_eval_cmd(args, arm, out_dir, work)
-    with open(os.path.join(out_dir, "final_eval_stdout.log"), "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    if proc.returncode != 0:
+    if run_child(cmd, os.path.join(out_dir, "final_eval_stdout.log")) != 0:
         raise SystemExit(f"final evaluation of {arm} seed {seed} failed; see {out_dir}/final_eval_stdout.log")
     if args.task == "3d":
         with open(os.path.join(work, "test_metrics.json")) as f:
@@ -522,6 +537,8 @@ def main(argv=None):
     ap.add_argument("opts", nargs=argparse.REMAINDER,
                     help="extra overrides: 2D KEY VALUE ..., 3D key=value ... (mmengine --cfg-options)")
     args = ap.parse_args(argv)
+    if argv is None:  # the command line: SIGTERM stops the running child as Ctrl-C does (run_child)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     three_d = args.task == "3d"
     args.iters = args.iters or (300 if three_d else 800)
     if args.convergence and args.eval_period is None:

@@ -2,8 +2,10 @@
 tools/ab_benchmark.py."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -169,7 +171,7 @@ def test_convergence_mode_needs_ten_evaluations(capsys):
 def _fake_3d_subprocess(ab, monkeypatch, calls, ap_by_arm):
     """subprocess.run stand-in for train_3d.py / test_3d.py: writes what they would (scalars with one
     validation, the final checkpoint, test_metrics.json) and records the command."""
-    def fake_run(cmd, stdout=None, stderr=None, env=None):
+    def fake_run(cmd, log_path):
         calls.append(cmd)
         tool = os.path.basename(cmd[1])
         if tool == "train_3d.py":
@@ -187,9 +189,9 @@ def _fake_3d_subprocess(ab, monkeypatch, calls, ap_by_arm):
             os.makedirs(work, exist_ok=True)
             with open(os.path.join(work, "test_metrics.json"), "w") as f:
                 json.dump({"metrics": {"all_ap": ap_by_arm[arm] - 0.1 + 0.01 * seed, "all_ap_50%": 0.5}}, f)
-        return subprocess.CompletedProcess(cmd, 0)
+        return 0
 
-    monkeypatch.setattr(ab.subprocess, "run", fake_run)
+    monkeypatch.setattr(ab, "run_child", fake_run)
     monkeypatch.setattr(ab, "plot", lambda results, args: None)
 
 
@@ -261,15 +263,15 @@ def test_final_eval_2d_runs_eval_only_on_the_heldout_split(tmp_path, monkeypatch
     (run / "model_final.pth").write_bytes(b"")
     calls = []
 
-    def fake_run(cmd, stdout=None, stderr=None, env=None):
+    def fake_run(cmd, log_path):
         calls.append(cmd)
         work = cmd[cmd.index("OUTPUT_DIR") + 1]
         os.makedirs(work)
         with open(os.path.join(work, "eval_metrics.json"), "w") as f:
             json.dump({"metrics": {"panoptic_seg/PQ": 55.0, "segm/AP": 20.0, "duplicates/rate": 30.0}}, f)
-        return subprocess.CompletedProcess(cmd, 0)
+        return 0
 
-    monkeypatch.setattr(ab.subprocess, "run", fake_run)
+    monkeypatch.setattr(ab, "run_child", fake_run)
 
     class Args:
         task, iters, final_eval_root = "2d", 100, str(root)
@@ -282,3 +284,36 @@ def test_final_eval_2d_runs_eval_only_on_the_heldout_split(tmp_path, monkeypatch
     assert cmd[cmd.index("DATASETS.OWN_VAL.PANOPTIC_JSON") + 1] == str(root / "annotations" / "panoptic_val2017.json")
     assert cmd[cmd.index("DATASETS.TEST") + 1] == "('own_data',)"
     assert ab.final_eval(Args, "ot", 0, str(run)) == metrics and len(calls) == 1  # cached
+
+
+def test_stopping_the_study_stops_its_child(tmp_path):
+    """SIGTERM to ab_benchmark (what `kill` sends) ends the training command it runs as well, instead
+    of leaving it running detached."""
+    script = tmp_path / "stop.py"
+    pidfile = tmp_path / "child.pid"
+    script.write_text(f"""
+import os, signal, sys, threading, time
+sys.path.insert(0, {ROOT!r})
+from tests import load_script
+ab = load_script("tools/ab_benchmark.py")
+signal.signal(signal.SIGTERM, lambda s, f: sys.exit(143))
+child = [sys.executable, "-c", "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
+ab.run_child(child, {str(tmp_path / "log.txt")!r})
+""")
+    proc = subprocess.Popen([sys.executable, str(script)])
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 143
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the child outlived the study")
