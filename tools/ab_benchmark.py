@@ -109,18 +109,24 @@ def reusable(args, arm, out_dir, done_file):
     recorded = os.path.join(out_dir, COMMAND_FILE)
     if os.path.exists(recorded):  # runs made before the file existed are taken as they are
         with open(recorded) as f:
-            old = json.load(f)["overrides"]
-        new = [*args.opts, *args.arm_opts.get(arm, [])]
+            old = json.load(f)
+        old = {"overrides": old["overrides"], "data_root": old.get("data_root")}
+        new = run_settings(args, arm)
         if old != new:
-            raise SystemExit(f"--reuse: {out_dir} was trained with the overrides {old}, this study asks for {new}; "
+            raise SystemExit(f"--reuse: {out_dir} was trained with {old}, this study asks for {new}; "
                              "use another --output (or delete that run)")
     return True
 
 
+def run_settings(args, arm):
+    """What a reused run must have been trained with: the overrides and (3D) the data root."""
+    root = getattr(args, "data_root_3d", None)
+    return {"overrides": [*args.opts, *args.arm_opts.get(arm, [])], "data_root": root and os.path.abspath(root)}
+
+
 def record_command(args, arm, out_dir, cmd):
     with open(os.path.join(out_dir, COMMAND_FILE), "w") as f:
-        json.dump({"arm": args.base_arm[arm], "overrides": [*args.opts, *args.arm_opts.get(arm, [])],
-                   "command": cmd}, f, indent=1)
+        json.dump({"arm": args.base_arm[arm], **run_settings(args, arm), "command": cmd}, f, indent=1)
 
 
 def run_one(args, arm, seed, out_dir):
@@ -144,8 +150,9 @@ def run_one_3d(args, arm, seed, out_dir):
     if not reusable(args, arm, out_dir, os.path.basename(final_ckpt)):
         os.makedirs(out_dir, exist_ok=True)
         # --overwrite: a run that is not reused replaces an earlier study's files in its folder
+        data_root = ["--data-root", os.path.abspath(args.data_root_3d)] if args.data_root_3d else []
         cmd = [sys.executable, os.path.join(ROOT, "tools", "train_3d.py"), cfg, "--work-dir", out_dir, "--overwrite",
-               "--cfg-options", f"randomness.seed={seed}", f"train_cfg.max_iters={args.iters}",
+               *data_root, "--cfg-options", f"randomness.seed={seed}", f"train_cfg.max_iters={args.iters}",
                f"train_cfg.val_interval={args.eval_period}", f"param_scheduler.end={args.iters}",
                f"default_hooks.checkpoint.interval={args.iters}", *args.opts, *args.arm_opts.get(arm, [])]
         record_command(args, arm, out_dir, cmd)
@@ -511,6 +518,9 @@ def main(argv=None):
     ap.add_argument("--config-file", default=DEFAULT_CFG, help="2D: the detectron2 config of every run")
     ap.add_argument("--dataset-3d", default="synthetic", choices=sorted(arms.STEM_3D),
                     help="3D: the dataset whose influencer_core.arms configs the arms train (default: synthetic)")
+    ap.add_argument("--data-root-3d", default=None, metavar="DIR",
+                    help="3D: every run reads its data from DIR (train_3d.py --data-root; the synthetic configs "
+                         "generate their rooms there, e.g. more of them with synthetic_data.num_rooms_per_area=30)")
     ap.add_argument("--config-3d", action="append", default=[], metavar="ARM=CONFIG",
                     help="3D: the mmengine config of an arm instead of its --dataset-3d config")
     ap.add_argument("--arms", "--criteria", dest="arms", nargs="+", default=list(arms.ARMS),
