@@ -699,7 +699,11 @@ class OTInfluencerCriterion(SharedPointCriterion):
     queries that the plan sends to "no object" but whose masks copy an instance:
     ``sum_q plan[q,none] * max_k relu(D(q,k) - t) / (1 - t) * CE(q, no object)`` per target
     mask, with D the (detached) dice coefficient and t = ``exclusion_overlap``: an extra
-    "no object" push on duplicates only, zero at the one-to-one answer.  The mask terms use
+    "no object" push on duplicates only, zero at the one-to-one answer.  With
+    ``exclusion_spare_better`` a pair counts only where D(q,k) is at most the plan-weighted dice
+    of instance k's own queries: a query whose mask fits the instance better than its owner's is
+    left to the ordinary no-object CE (so the plan can move the instance to it) instead of being
+    suppressed.  The mask terms use
     the shared points of :class:`SharedPointCriterion`.  Pairwise statistics are
     two products over the points (:func:`~influencer_core.pairwise.pair_stats`).
     Losses are normalised like Mask2Former's (CE: weighted mean over queries;
@@ -749,7 +753,8 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  sinkhorn_iters: int = 50, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.0,
                  class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5,
                  reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
-                 check_values: bool = True, class_quality: float = 0.0, marginal_relax: float = 0.0):
+                 check_values: bool = True, class_quality: float = 0.0, marginal_relax: float = 0.0,
+                 exclusion_spare_better: bool = False):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
         owner = type(self).__name__
         self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, exclusion_weight=exclusion_weight,
@@ -769,6 +774,8 @@ class OTInfluencerCriterion(SharedPointCriterion):
                      hint="0 = exact instance masses; tau > 0: the KL weight of relaxed ones")
         self.marginal_relax = float(marginal_relax)
         check_number(owner, "exclusion_overlap", exclusion_overlap, low=0, high=1, high_open=True)
+        check_flag(owner, "exclusion_spare_better", exclusion_spare_better)
+        self.exclusion_spare_better = exclusion_spare_better
         check_number(owner, "score_iou_thr", score_iou_thr, low=0, high=1, high_open=True, optional=True)
         check_flag(owner, "reuse_final_plan", reuse_final_plan)
         self.reuse_final_plan = reuse_final_plan
@@ -945,16 +952,22 @@ class OTInfluencerCriterion(SharedPointCriterion):
         else:  # every unit of plan mass is one CE term; no-object mass down-weighted by eos
             ce_num = (to_inst * costs["ce"]).sum() + eos * (to_none * costs["ce_none"]).sum()
         # duplicates: no-object queries whose mask overlaps an instance (dice coefficient > t)
-        t = self.exclusion_overlap
-        overlap = to_none.new_zeros(to_none.shape)  # [B, Q]
-        if k:
-            overlap = (torch.relu((1 - costs["dice"].detach()) - t) / (1 - t) * validf).amax(-1)
         # an instance shared by several queries (aux_capacity > 1) still weighs one mask; plan
         # entries below PLAN_FLOOR (a share of one mask's loss) are dropped from the mask terms,
         # so queries that own no instance get an exactly zero mask gradient, which the CPU
         # backward of pair_stats then skips (a 1e-6 change of those terms at most)
         per_inst = to_inst / to_inst.sum(1, keepdim=True).clamp(min=1)
         per_inst = per_inst.masked_fill(per_inst < PLAN_FLOOR, 0.0)
+        t = self.exclusion_overlap
+        overlap = to_none.new_zeros(to_none.shape)  # [B, Q]
+        if k:
+            fit = 1 - costs["dice"].detach()  # [B, Q, K] dice coefficients
+            pair = torch.relu(fit - t) / (1 - t) * validf
+            if self.exclusion_spare_better:  # a query whose mask fits better than the owners' is
+                # not pushed away: it is the one the plan should move to, not a duplicate to suppress
+                owners_fit = (per_inst * fit).sum(1, keepdim=True)  # [B, 1, K] plan-weighted owners' dice
+                pair = pair * (fit <= owners_fit)
+            overlap = pair.amax(-1)
         return {
             "loss_ce": ce_num / ce_den.clamp(min=1e-6),
             "loss_mask": (per_inst * costs["bce"]).sum() / num_masks,

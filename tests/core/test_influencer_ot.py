@@ -544,6 +544,35 @@ def test_aux_capacity_supervises_intermediate_layers_one_to_many():
         build_criterion("ot", num_classes=C, aux_capacity=0.5)
 
 
+def test_exclusion_spare_better_leaves_a_better_fitting_copy_alone():
+    """exclusion_spare_better: a no-object query whose mask fits the instance better than the owner's
+    is not pushed (it is the query the plan should move the instance to); a worse copy still is."""
+    tgt, x, cls, perm = scene(2, q=8, k=3)
+    owner, free = perm[0], [i for i in range(8) if i not in perm[:3].tolist()][0]
+    inst = tgt["masks"][0].bool()
+    g = torch.Generator().manual_seed(1)
+    drop = inst & (torch.rand(inst.shape, generator=g) < 0.3)  # 30 % of the instance's points off
+    degraded = torch.where(drop, -6.0, x[owner])
+    plain = build_criterion("ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, exclusion_weight=1.0)
+    spare = build_criterion("ot", num_classes=C, epsilon=0.02, sinkhorn_iters=80, exclusion_weight=1.0,
+                            exclusion_spare_better=True)
+    for better in (True, False):
+        xd, cd = x.clone(), cls.clone()
+        xd[owner], xd[free] = (degraded, x[owner]) if better else (x[owner], degraded)
+        cd[free] = 0.0
+        out = as_outputs(xd, cd)
+        a, b = plain(out, [tgt]), spare(out, [tgt])
+        assert a["loss_exclusion"].item() > 0.1  # a copy either way
+        if better:
+            assert b["loss_exclusion"].item() < 1e-6
+        else:
+            assert b["loss_exclusion"].item() == pytest.approx(a["loss_exclusion"].item(), rel=1e-6)
+        for key in ("loss_ce", "loss_mask", "loss_dice"):  # only the exclusion term differs
+            assert b[key].item() == pytest.approx(a[key].item(), rel=1e-6)
+    with pytest.raises(TypeError, match="exclusion_spare_better"):
+        build_criterion("ot", num_classes=C, exclusion_spare_better=1)
+
+
 def test_exclusion_term_pushes_only_duplicates_to_no_object():
     """loss_exclusion is ~0 at the one-to-one answer; a confident no-object query whose mask
     copies an instance raises it, and its gradient moves only that query's class logits,

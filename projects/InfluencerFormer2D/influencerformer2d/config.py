@@ -44,6 +44,7 @@ CRITERION_OPTION_KEYS = {
     "sinkhorn_iters": "INFLUENCER.SINKHORN_ITERS",
     "exclusion_weight": "INFLUENCER.EXCLUSION_WEIGHT",
     "exclusion_overlap": "INFLUENCER.EXCLUSION_OVERLAP",
+    "exclusion_spare_better": "INFLUENCER.EXCLUSION_SPARE_BETTER",
     "class_target": "INFLUENCER.CLASS_TARGET",
     "class_quality": "INFLUENCER.CLASS_QUALITY",
     "aux_capacity": "INFLUENCER.AUX_CAPACITY",
@@ -186,6 +187,9 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 2.0
     # A query counts as a copy of an instance above this dice coefficient with it.
     cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_OVERLAP = 0.5
+    # True: the exclusion term spares a query whose mask fits the instance better than the
+    # instance's own queries do (it is left to the ordinary no-object loss).
+    cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_SPARE_BETTER = False
     # Class loss from the plan: "mass" (each unit of plan mass is a CE term, no-object mass
     # weighted by NO_OBJECT_WEIGHT) or "query" (one CE per query against its plan row as a soft
     # label, so a query's class probability estimates how much of an instance it owns).
