@@ -174,3 +174,40 @@ def test_plot_metrics_draws_the_real_run(trained, tmp_path):
     plotted = plot.main([str(trained["run"]), "--out", str(out)])
     assert "total_loss" in plotted and "panoptic_seg/PQ" in plotted and "segm/AP" in plotted
     assert Image.open(out).size[0] > 400
+
+
+def test_diagnose_2d_buckets_and_plan_on_a_real_run(trained, capsys):
+    """tools/diagnose_2d.py on the trained run: every thing instance of the held-out split lands in
+    exactly one bucket (shares sum to 100), and the plan report has one row per iteration count."""
+    import json
+
+    diagnose = load_script("tools/diagnose_2d.py")
+    data = str(trained["val"][0].parent.parent)
+    assert diagnose.main(["misses", str(trained["run"]), "--heldout", data]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["instances"] > 0 and abs(sum(report["percent"].values()) - 100.0) < 1e-6
+    assert diagnose.main(["plan", str(trained["run"]), "--iters", "5", "50", "--batches", "1"]) == 0
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plan"]
+    assert set(plan) == {"5", "50"} and all(0.0 <= v["best"] <= 1.0 for v in plan.values())
+    assert diagnose.main(["misses", str(trained["run"]), "--heldout", str(trained["run"])]) == 2  # not a split
+    assert "prepare_synthetic_2d.py" in capsys.readouterr().err
+
+
+def test_diagnose_2d_bucket_rules():
+    """classify_instances on hand-made masks: found, wrong class, suppressed, no mask; stuff skipped."""
+    import torch
+
+    diagnose = load_script("tools/diagnose_2d.py")
+    gt = torch.zeros(5, 4, 4, dtype=torch.bool)
+    for k in range(5):
+        gt[k, k % 4, :] = True  # instance k: row k % 4
+    pred = gt[:4].clone()  # query q predicts row q exactly
+    probs = torch.full((4, 4), 0.01)  # 3 classes + no object
+    probs[0, 1] = 0.97  # query 0: class 1
+    probs[1, 2] = 0.97  # query 1: class 2
+    probs[2, 3] = 0.97  # query 2: no object
+    probs[3, 1] = 0.97
+    pred[3] = False  # query 3 predicts nothing
+    labels = torch.tensor([1, 1, 1, 1, 0])  # instance 4 (class 0) is stuff
+    buckets = diagnose.classify_instances(pred, probs, gt, labels, {1, 2}, 0.5)
+    assert buckets == ["found", "wrong_class", "suppressed", "no_mask"]
