@@ -558,6 +558,8 @@ def main(argv=None):
         ap.error(f"--convergence needs >= 10 evaluations: --eval-period {args.eval_period} gives "
                  f"{args.iters // args.eval_period} over {args.iters} iterations")
     args.output = args.output or os.path.join(ROOT, "output", f"ab_{args.task}")
+    if args.data_root_3d and not three_d:
+        ap.error("--data-root-3d is for --task 3d (2D data: DATASETS.* overrides)")
     if args.final_eval_root:
         check_final_eval_root(args.task, args.final_eval_root)
     try:

@@ -224,7 +224,8 @@ def test_variants_and_per_arm_overrides(tmp_path, monkeypatch):
     calls.clear()
     ab.main([*argv[:argv.index("--output") + 1], out + "_more_rooms", "--data-root-3d", str(tmp_path / "rooms")])
     assert all(c[c.index("--data-root") + 1] == str(tmp_path / "rooms") for c in calls) and len(calls) == 3
-    for bad in (["--variant", "ot=hungarian"], ["--variant", "a/b=ot"], ["--arm-opts", "reference", "k=1"]):
+    for bad in (["--variant", "ot=hungarian"], ["--variant", "a/b=ot"], ["--arm-opts", "reference", "k=1"],
+                ["--task", "2d", "--data-root-3d", str(tmp_path)]):
         with pytest.raises(SystemExit):
             ab.main(["--task", "3d", "--arms", "ot", "--output", str(tmp_path / "bad"), *bad])
 
