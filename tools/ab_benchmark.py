@@ -47,9 +47,22 @@ import subprocess
 import sys
 import time
 
-from influencer_core import arms
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+try:
+    from influencer_core import arms
+except ModuleNotFoundError as exc:  # the shared environment points at a checkout that is gone
+    raise SystemExit(f"{exc}: install this checkout into the environment first: bash {ROOT}/tools/install.sh")
+
+
+def warn_other_checkout():
+    """The runs this tool starts import the installed influencer_core; say so when that is another
+    checkout's (the shared environment follows the checkout that ran tools/install.sh last)."""
+    import influencer_core
+
+    where = os.path.dirname(os.path.dirname(os.path.abspath(influencer_core.__file__)))
+    if where != ROOT:
+        print(f"warning: influencer_core is imported from {where}, not from this checkout ({ROOT}); the runs "
+              f"will use that code. To use this checkout's: bash {ROOT}/tools/install.sh", file=sys.stderr)
 
 DEFAULT_CFG = os.path.join(ROOT, "projects", "InfluencerFormer2D", "configs", "synthetic.yaml")
 METRICS = {"PQ": "panoptic_seg/PQ", "SQ": "panoptic_seg/SQ", "RQ": "panoptic_seg/RQ",
@@ -547,6 +560,7 @@ def main(argv=None):
     ap.add_argument("opts", nargs=argparse.REMAINDER,
                     help="extra overrides: 2D KEY VALUE ..., 3D key=value ... (mmengine --cfg-options)")
     args = ap.parse_args(argv)
+    warn_other_checkout()
     if argv is None:  # the command line: SIGTERM stops the running child as Ctrl-C does (run_child)
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     three_d = args.task == "3d"

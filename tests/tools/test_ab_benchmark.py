@@ -322,3 +322,16 @@ ab.run_child(child, {str(tmp_path / "log.txt")!r})
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the child outlived the study")
+
+
+def test_warns_when_the_environment_runs_another_checkout(monkeypatch, capsys):
+    """The runs import the installed influencer_core: another checkout's code is named, with the fix."""
+    import influencer_core
+
+    ab = _ab_module()
+    ab.warn_other_checkout()
+    assert "not from this checkout" not in capsys.readouterr().err  # the suite runs this checkout's
+    monkeypatch.setattr(influencer_core, "__file__", "/elsewhere/clone/influencer_core/__init__.py")
+    ab.warn_other_checkout()
+    err = capsys.readouterr().err
+    assert "/elsewhere/clone" in err and "tools/install.sh" in err
