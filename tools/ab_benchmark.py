@@ -217,7 +217,8 @@ def final_eval(args, arm, seed, out_dir):
     Returns {metric: value} in the units of the periodic evaluations (percent)."""
     ckpt = os.path.join(out_dir, f"iter_{args.iters}.pth" if args.task == "3d" else "model_final.pth")
     cache = os.path.join(out_dir, "final_eval.json")
-    stamp = {"root": os.path.abspath(args.final_eval_root), "checkpoint": ckpt,
+    # the real path: a joint report through symlinked run folders reuses the runs' own results
+    stamp = {"root": os.path.realpath(args.final_eval_root), "checkpoint": os.path.realpath(ckpt),
              "checkpoint_mtime": os.path.getmtime(ckpt)}
     if os.path.exists(cache):
         with open(cache) as f:
