@@ -191,19 +191,20 @@ def test_ab_benchmark_reruns_arms_with_overwrite(tmp_path, monkeypatch):
     ab = load_script('tools/ab_benchmark.py')
     calls = []
 
-    def fake_run(cmd, **kw):
+    def fake_run(cmd, log_path):
         calls.append(cmd)
         out = cmd[cmd.index('OUTPUT_DIR') + 1] if 'OUTPUT_DIR' in cmd else cmd[cmd.index('--work-dir') + 1]
         with open(os.path.join(out, 'metrics.json'), 'w') as f:
             f.write(json.dumps({'iteration': 1, 'time': 0.1}) + '\n')
-        return subprocess.CompletedProcess(cmd, 0)
+        return 0
 
-    monkeypatch.setattr(ab.subprocess, 'run', fake_run)
+    monkeypatch.setattr(ab, 'run_child', fake_run)
     monkeypatch.setattr(ab, 'summarise_run_3d', lambda out_dir: ([], {}))
 
     class Args:
         config_file, num_gpus, iters, eval_period, opts, reuse = ab.DEFAULT_CFG, 1, 4, 2, ['K', 'V'], False
         configs_3d = {'ot': 'cfg.py'}
+        base_arm, arm_opts, data_root_3d = {'ot': 'ot'}, {}, None
     ab.run_one(Args, 'ot', 0, str(tmp_path / 'a'))
     ab.run_one_3d(Args, 'ot', 0, str(tmp_path / 'b'))
     two_d, three_d = calls
