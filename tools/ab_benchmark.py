@@ -184,9 +184,13 @@ HELDOUT_HINT = {
 def check_final_eval_root(task, root):
     """--final-eval-root must hold a prepared held-out split: 2D the COCO-format val2017 of the synthetic
     layout, 3D an S3DIS-layout Area 5 (what the synthetic configs test on)."""
-    need = (["annotations/panoptic_val2017.json", "annotations/instances_val2017.json", "panoptic_val2017",
-             "panoptic_semseg_val2017", "val2017"] if task == "2d" else ["s3dis_infos_Area_5.pkl"])
-    missing = [n for n in need if not os.path.exists(os.path.join(root, n))]
+    if task == "2d":
+        from influencerformer2d.data.datasets import coco_split_files
+
+        need = list(coco_split_files(root, "val").values())
+    else:
+        need = [os.path.join(root, "s3dis_infos_Area_5.pkl")]
+    missing = [os.path.relpath(n, root) for n in need if not os.path.exists(n)]
     if missing:
         raise SystemExit(f"--final-eval-root {root} has no {missing[0]}; make fresh held-out data with: "
                          + HELDOUT_HINT[task].format(root=root))
@@ -201,10 +205,10 @@ def final_eval_cmd(args, arm, out_dir, work):
         cfg = os.path.join(out_dir, dumped[0]) if dumped else args.configs_3d[arm]
         return [sys.executable, os.path.join(ROOT, "tools", "test_3d.py"), cfg,
                 os.path.join(out_dir, f"iter_{args.iters}.pth"), "--work-dir", work, "--data-root", root]
-    own = {"NAME": "ab_heldout", "IMAGE_ROOT": "val2017", "PANOPTIC_JSON": "annotations/panoptic_val2017.json",
-           "PANOPTIC_ROOT": "panoptic_val2017", "SEM_SEG_ROOT": "panoptic_semseg_val2017",
-           "INSTANCES_JSON": "annotations/instances_val2017.json"}
-    opts = [x for k, v in own.items() for x in (f"DATASETS.OWN_VAL.{k}", v if k == "NAME" else os.path.join(root, v))]
+    from influencerformer2d.data.datasets import coco_split_files
+
+    opts = ["DATASETS.OWN_VAL.NAME", "ab_heldout"]
+    opts += [x for k, v in coco_split_files(root, "val").items() for x in (f"DATASETS.OWN_VAL.{k.upper()}", v)]
     return [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
             os.path.join(out_dir, "config.yaml"), "--eval-only",
             "MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth"), "DATASETS.TEST", "('own_data',)", *opts,

@@ -38,13 +38,10 @@ from influencer_core.transport import sinkhorn_plan
 from influencerformer2d.checkpoint import CheckedCheckpointer
 from influencerformer2d.config import load_config
 from influencerformer2d.data.dataset_mappers import COCOInstanceLSJDatasetMapper, COCOPanopticLSJDatasetMapper
-from influencerformer2d.data.datasets import DatasetError, register_checkout_synthetic_coco
+from influencerformer2d.data.datasets import DatasetError, coco_split_files, register_checkout_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAPPERS = {"coco_panoptic_lsj": COCOPanopticLSJDatasetMapper, "coco_instance_lsj": COCOInstanceLSJDatasetMapper}
-HELDOUT = {"IMAGE_ROOT": "val2017", "PANOPTIC_JSON": "annotations/panoptic_val2017.json",
-           "PANOPTIC_ROOT": "panoptic_val2017", "SEM_SEG_ROOT": "panoptic_semseg_val2017",
-           "INSTANCES_JSON": "annotations/instances_val2017.json"}
 
 
 def load_run(run, heldout=None, extra=()):
@@ -56,12 +53,13 @@ def load_run(run, heldout=None, extra=()):
     opts = ["MODEL.WEIGHTS", weights, "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SCALE", "1.0",
             "INPUT.MAX_SCALE", "1.0", *extra]
     if heldout:
-        missing = [v for v in HELDOUT.values() if not os.path.exists(os.path.join(heldout, v))]
+        files = coco_split_files(heldout, "val")
+        missing = [os.path.relpath(v, heldout) for v in files.values() if not os.path.exists(v)]
         if missing:
             raise DatasetError(f"--heldout {heldout} has no {missing[0]}; make one with: python "
                                f"datasets/prepare_synthetic_2d.py --out {heldout} --train 1 --val 500 --seed 1")
         opts += ["DATASETS.OWN_VAL.NAME", "diagnose_heldout", "DATASETS.TEST", "('own_data',)"]
-        opts += [x for k, v in HELDOUT.items() for x in (f"DATASETS.OWN_VAL.{k}", os.path.join(heldout, v))]
+        opts += [x for k, v in files.items() for x in (f"DATASETS.OWN_VAL.{k.upper()}", v)]
     cfg = load_config(cfg_file, opts)
     model = build_model(cfg).eval()
     CheckedCheckpointer(model, source="model_final.pth").load(weights)

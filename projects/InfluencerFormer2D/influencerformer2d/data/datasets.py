@@ -98,7 +98,7 @@ def panoptic_metadata(categories):
     }
 
 
-def _coco_files(root, split):
+def coco_split_files(root, split):
     """COCO 2017 paths of one split under root."""
     return {
         "image_root": os.path.join(root, f"{split}2017"),
@@ -239,7 +239,7 @@ def register_synthetic_coco(root=None, prefix="synthetic_coco"):
         else:
             root = os.path.abspath(root)
             hint = f"Create it with: python datasets/prepare_synthetic_2d.py --out {root}"
-            files = _coco_files(root, split)
+            files = coco_split_files(root, split)
             _register_panoptic_with_sem_seg(pan_name, pan_meta, files, hint)
             _register_instances(inst_name, inst_meta, files["instances_json"], files["image_root"], hint)
         names += [pan_name, inst_name]
@@ -274,7 +274,7 @@ def register_coco_panoptic(root=None):
     names = []
     for split in SPLITS:
         name = f"coco_2017_{split}_panoptic_with_sem_seg"
-        _register_panoptic_with_sem_seg(name, meta, _coco_files(root, split), hint)
+        _register_panoptic_with_sem_seg(name, meta, coco_split_files(root, split), hint)
         names.append(name)
     return names
 
