@@ -17,9 +17,10 @@ pv [B, P], returns
 
 from which every query's mean BCE and dice against every instance follow
 (``bce = (sp - xt) / n``, ``dice = 1 - (2 pt + 1) / (ps + |t| + 1)``): two
-products over the points instead of K separate losses.  Forward and backward
-work block by block over points (cache-resident temporaries on CPU); nothing
-of size [B, Q, P] is kept between them.
+products over the points instead of K separate losses.  On CPU, forward and
+backward work in cache-sized blocks (each logit is read from memory once per
+pass; the backward computes only the rows that have a gradient); GPUs take
+whole tensors.  Nothing of size [B, Q, P] is kept between forward and backward.
 """
 from __future__ import annotations
 
@@ -48,38 +49,74 @@ __all__ = [
 _SOFTPLUS_FLOOR = -80.0
 
 
-def _row_chunk(x: Tensor) -> int:
-    """Queries per block so a [B, block, P] slab stays in cache on CPU; GPUs take one block."""
+#: logits per block of the CPU passes (512 KB of float32): a block's sigmoid, log and products
+#: run while it sits in a core's L2 cache, so each [B, Q, P] logit is read from memory once
+_BLOCK_ELEMS = 1 << 17
+_POINT_BLOCK = 4096
+
+
+def _blocks(b: int, q: int, p: int):
+    """(point slices, row slices) of the CPU passes over a [b, q, p] tensor."""
+    cols = min(p, _POINT_BLOCK)
+    rows = max(1, min(q, _BLOCK_ELEMS // max(b * cols, 1)))
+    return ([slice(p0, min(p, p0 + cols)) for p0 in range(0, p, cols)],
+            [slice(q0, min(q, q0 + rows)) for q0 in range(0, q, rows)])
+
+
+def _stats_cuda(x: Tensor, t_ext: Tensor):
+    """[B, K+1, Q] products with [t; pv] of x and sigmoid(x), and [B, Q] softplus sums, in whole
+    tensors (on GPUs blocks would only add launches)."""
+    k = t_ext.shape[1] - 1
+    xt = torch.bmm(t_ext, x.mT)
+    # softplus(x) = x - log sigmoid(x) from the sigmoid the products need anyway; below x = -80
+    # sigmoid underflows, and softplus(x) < 2e-35 there, so x is clamped first
+    xc = x.clamp(min=_SOFTPLUS_FLOOR)
+    prob = torch.sigmoid(xc)
+    pt = torch.bmm(t_ext, prob.mT)
+    sp = torch.bmm(t_ext[:, k:], xc.sub_(prob.log_()).mT)[:, 0]
+    return xt, pt, sp
+
+
+def _stats_cpu(x: Tensor, t_ext: Tensor):
+    """:func:`_stats_cuda` block by block: one read of x, the rest in cache.  softplus is
+    x - log sigmoid(x) without the clamp; rows where sigmoid underflowed (x < -88, log = -inf)
+    are redone with it afterwards (a host read, free on CPU)."""
     b, q, p = x.shape
-    if x.is_cuda:
-        return max(q, 1)
-    return max(1, (1 << 20) // max(b * p, 1))
+    k = t_ext.shape[1] - 1
+    xt = x.new_zeros(b, k + 1, q)
+    pt = x.new_zeros(b, k + 1, q)
+    sp = x.new_zeros(b, 1, q)
+    col_blocks, row_blocks = _blocks(b, q, p)
+    for ps in col_blocks:
+        tb = t_ext[:, :, ps]
+        pvb = tb[:, k:]
+        for qs in row_blocks:
+            xb = x[:, qs, ps]
+            # [K+1, rows] = t @ x^T: with K+1 small this orientation is the fast one for the BLAS
+            xt[:, :, qs].baddbmm_(tb, xb.mT)
+            prob = torch.sigmoid(xb)
+            pt[:, :, qs].baddbmm_(tb, prob.mT)
+            soft = torch.sub(xb, prob.log_(), out=prob)
+            sp[:, :, qs].baddbmm_(pvb, soft.mT)
+    sp = sp[:, 0]
+    bad = ~torch.isfinite(sp)
+    if bad.any():
+        bi, qi = bad.nonzero(as_tuple=True)
+        xc = x[bi, qi].clamp(min=_SOFTPLUS_FLOOR)  # [n, P]
+        sp[bi, qi] = ((xc - torch.sigmoid(xc).log()) * t_ext[bi, k]).sum(-1)
+    return xt, pt, sp
 
 
 class _PairStats(torch.autograd.Function):
     @staticmethod
     @_full_precision
     def forward(ctx, x: Tensor, t: Tensor, pv: Tensor):
-        b, q, p = x.shape
         k = t.shape[1]
         t_ext = torch.cat([t, pv.unsqueeze(1)], 1)  # [B, K+1, P]: the targets and the real-point mask
-        t_ext_T = t_ext.transpose(1, 2).contiguous()
-        xt = torch.bmm(x, t_ext_T)  # [B, Q, K+1]: x @ t^T and x @ pv
-        pt = x.new_empty(b, q, k + 1)
-        sp = x.new_empty(b, q, 1)
-        pv_col = pv.unsqueeze(-1)
-        rows = _row_chunk(x)
-        for q0 in range(0, q, rows):
-            qs = slice(q0, min(q, q0 + rows))
-            # softplus(x) = x - log sigmoid(x), from the sigmoid the products need anyway (log is
-            # several times cheaper than logsigmoid on CPU); below x = -80 sigmoid would underflow,
-            # and softplus(x) < 2e-35 there, so x is clamped first
-            xc = x[:, qs].clamp(min=_SOFTPLUS_FLOOR)
-            prob = torch.sigmoid(xc)
-            pt[:, qs] = torch.bmm(prob, t_ext_T)
-            sp[:, qs] = torch.bmm(xc.sub_(prob.log_()), pv_col)
+        xt, pt, sp = (_stats_cuda if x.is_cuda else _stats_cpu)(x, t_ext)
         ctx.save_for_backward(x, t_ext)
-        return xt[..., :k], sp[..., 0], pt[..., :k], pt[..., k]
+        xt, pt = xt.mT, pt.mT  # [B, Q, K+1]
+        return xt[..., :k], sp, pt[..., :k], pt[..., k]
 
     @staticmethod
     @_full_precision
@@ -89,23 +126,24 @@ class _PairStats(torch.autograd.Function):
         g_prob = torch.cat([g_pt, g_ps.unsqueeze(-1)], 2)  # [B, Q, K+1]
         g_lin = torch.cat([g_xt, g_xt.new_zeros(b, q, 1)], 2)
         g_sp = g_sp.unsqueeze(-1)  # [B, Q, 1]
-        if x.is_cuda or not SKIP_ZERO_ROWS:
-            return _grad_rows(x, g_prob, g_lin, g_sp, t_ext), None, None
+        if x.is_cuda:
+            return _grad_dense(x, g_prob, g_lin, g_sp, t_ext), None, None
+        if not SKIP_ZERO_ROWS:
+            return _grad_cpu(x, g_prob, g_lin, g_sp, t_ext), None, None
         # CPU: a query whose statistics all have zero gradient (the transport loss gives one no
         # mask gradient when it owns no instance mass) has a zero gradient row, so only the
         # others are computed (finding them is a host-side read, free on CPU, skipped on GPU)
         active = (g_prob.abs().amax(-1) + g_lin.abs().amax(-1) + g_sp[..., 0].abs()) > 0  # [B, Q]
         counts = active.sum(1).tolist()
         if sum(counts) > 0.9 * b * q:
-            return _grad_rows(x, g_prob, g_lin, g_sp, t_ext), None, None
-        grad = torch.zeros_like(x)
+            return _grad_cpu(x, g_prob, g_lin, g_sp, t_ext), None, None
+        grad = torch.empty_like(x)
         for i, n in enumerate(counts):  # per image: its own rows and targets
-            if n == 0:
-                continue
-            rows = active[i].nonzero().squeeze(1)
-            g = _grad_rows(x[i].index_select(0, rows)[None], g_prob[i, rows][None], g_lin[i, rows][None],
-                           g_sp[i, rows][None], t_ext[i:i + 1])
-            grad[i].index_copy_(0, rows, g[0])
+            grad[i].index_fill_(0, (~active[i]).nonzero().squeeze(1), 0.0)  # only the skipped rows are zeroed
+            if n:
+                rows = active[i].nonzero().squeeze(1)
+                _grad_cpu(x[i:i + 1], g_prob[i:i + 1, rows], g_lin[i:i + 1, rows], g_sp[i:i + 1, rows],
+                          t_ext[i:i + 1], rows=rows, out=grad[i:i + 1])
         return grad, None, None
 
 
@@ -113,22 +151,42 @@ class _PairStats(torch.autograd.Function):
 SKIP_ZERO_ROWS = True
 
 
-def _grad_rows(x: Tensor, g_prob: Tensor, g_lin: Tensor, g_sp: Tensor, t_ext: Tensor) -> Tensor:
-    """dL/dx [B, M, P] of :class:`_PairStats` for logits x [B, M, P], block by block over rows:
-    ``g_lin @ t + p * (g_sp pv + (1 - p) * (g_prob @ [t; pv]))`` (g_prob = [g_pt | g_ps],
-    g_lin = [g_xt | 0] [B, M, K+1], g_sp [B, M, 1], t_ext = [t; pv] [B, K+1, P])."""
+def _grad_dense(x: Tensor, g_prob: Tensor, g_lin: Tensor, g_sp: Tensor, t_ext: Tensor) -> Tensor:
+    """dL/dx [B, Q, P] of :class:`_PairStats` in whole tensors (GPU):
+    ``g_lin @ t + p * (g_sp pv + (1 - p) * (g_prob @ [t; pv]))``, with g_prob = [g_pt | g_ps] and
+    g_lin = [g_xt | 0] [B, Q, K+1], g_sp [B, Q, 1], t_ext = [t; pv] [B, K+1, P]."""
     k = t_ext.shape[1] - 1
-    pv = t_ext[:, k:]  # [B, 1, P]
-    grad = torch.empty_like(x)
-    m = x.shape[1]
-    rows = _row_chunk(x)
-    for q0 in range(0, m, rows):
-        qs = slice(q0, min(m, q0 + rows))
-        prob = torch.sigmoid(x[:, qs])
+    prob = torch.sigmoid(x)
+    part = torch.bmm(g_prob, t_ext)
+    part.mul_(1 - prob).addcmul_(g_sp, t_ext[:, k:]).mul_(prob)
+    return part.baddbmm_(g_lin, t_ext)
+
+
+def _grad_cpu(x: Tensor, g_prob: Tensor, g_lin: Tensor, g_sp: Tensor, t_ext: Tensor,
+              rows: Tensor = None, out: Tensor = None) -> Tensor:
+    """:func:`_grad_dense` in blocks of whole rows (cache-sized).  With ``rows`` [M] (the
+    gradients given for those rows of x only: g_prob / g_lin [B, M, K+1], g_sp [B, M, 1]), the
+    result is written into those rows of ``out`` [B, Q, P] and the other rows are left alone."""
+    b, q, p = x.shape
+    k = t_ext.shape[1] - 1
+    pv = t_ext[:, k:]
+    m = q if rows is None else rows.shape[0]
+    if out is None:
+        out = torch.empty_like(x)
+    step = max(1, _BLOCK_ELEMS // max(b * p, 1))
+    for q0 in range(0, m, step):
+        qs = slice(q0, min(m, q0 + step))
+        xb = x[:, qs] if rows is None else x.index_select(1, rows[qs])
+        prob = torch.sigmoid(xb)
         part = torch.bmm(g_prob[:, qs], t_ext)
-        part.mul_(1 - prob).addcmul_(g_sp[:, qs], pv).mul_(prob)
-        grad[:, qs] = part.baddbmm_(g_lin[:, qs], t_ext)
-    return grad
+        # part * (1 - p) + g_sp pv, times p, plus g_lin @ t
+        part.addcmul_(part, prob, value=-1).addcmul_(g_sp[:, qs], pv).mul_(prob)
+        part.baddbmm_(g_lin[:, qs], t_ext)
+        if rows is None:
+            out[:, qs] = part
+        else:
+            out.index_copy_(1, rows[qs], part)
+    return out
 
 
 def pair_stats(x: Tensor, t: Tensor, pv: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:

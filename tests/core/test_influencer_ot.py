@@ -249,6 +249,68 @@ def test_pair_stats_match_autograd():
     assert torch.allclose(g1.double(), x2.grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_pair_stats_blocked_cpu_path_matches_float64(monkeypatch, skip):
+    """The CPU passes work in blocks of rows and points: with blocks far smaller than the
+    tensor (ragged last blocks, padded points, logits below -88 where sigmoid underflows and
+    the softplus sum is redone with the clamp) statistics and gradient equal float64 autograd."""
+    import influencer_core.masks as masks
+
+    monkeypatch.setattr(masks, "_BLOCK_ELEMS", 96)
+    monkeypatch.setattr(masks, "_POINT_BLOCK", 37)
+    monkeypatch.setattr(masks, "SKIP_ZERO_ROWS", skip)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 9, 250, generator=g) * 4
+    x[0, 2, :40] = -120.0  # sigmoid = 0 in float32: log would be -inf without the fix-up
+    x[1, 5, 100:] = -95.0
+    x[1, 7] = 60.0
+    x.requires_grad_()
+    t = (torch.rand(2, 3, 250, generator=g) > 0.6).float()
+    pv = torch.ones(2, 250)
+    pv[1, 201:] = 0
+    t[1, :, 201:] = 0
+    w = [torch.randn(o, generator=g) for o in ((2, 9, 3), (2, 9), (2, 9, 3), (2, 9))]
+    for ww in w:
+        ww[0, ::2] = 0  # rows without gradient (skipped when skip=True: 13 of 18 rows remain)
+    outs = pair_stats(x, t, pv)
+    assert all(torch.isfinite(o).all() for o in outs)
+    sum(o.mul(ww).sum() for o, ww in zip(outs, w)).backward()
+    x2 = x.detach().double().requires_grad_()
+    p = torch.sigmoid(x2)
+    td = t.double().transpose(1, 2)
+    ref = (x2 @ td, (F.softplus(x2) * pv[:, None]).sum(-1), p @ td, (p * pv[:, None]).sum(-1))
+    for a, b in zip(outs, ref):
+        assert torch.allclose(a.double(), b.detach(), rtol=1e-5, atol=1e-3)
+    sum(o.mul(ww.double()).sum() for o, ww in zip(ref, w)).backward()
+    assert torch.allclose(x.grad.double(), x2.grad, rtol=1e-4, atol=1e-6)
+    assert (x.grad[0, ::2] == 0).all()
+
+
+def test_pair_stats_gpu_formulas_equal_the_cpu_blocks():
+    """The whole-tensor forms used on GPUs (not run here without one) give the CPU blocks'
+    statistics and gradient, on CPU tensors."""
+    import influencer_core.masks as masks
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 6, 5000, generator=g) * 5
+    x[0, 1, :10] = -100.0
+    t = (torch.rand(2, 3, 5000, generator=g) > 0.5).float()
+    pv = torch.ones(2, 5000)
+    pv[0, 4000:] = 0
+    t_ext = torch.cat([t * pv[:, None], pv[:, None]], 1)
+    for a, b in zip(masks._stats_cuda(x, t_ext), masks._stats_cpu(x, t_ext)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-3)
+    gp, gl, gs = torch.randn(2, 6, 4, generator=g), torch.randn(2, 6, 4, generator=g), torch.randn(2, 6, 1, generator=g)
+    gl[..., -1] = 0
+    dense = masks._grad_dense(x, gp, gl, gs, t_ext)
+    assert torch.allclose(dense, masks._grad_cpu(x, gp, gl, gs, t_ext), rtol=1e-5, atol=1e-6)
+    rows = torch.tensor([0, 3, 4])
+    out = torch.full_like(x, 7.0)
+    masks._grad_cpu(x, gp[:, rows], gl[:, rows], gs[:, rows], t_ext, rows=rows, out=out)
+    assert torch.allclose(out[:, rows], dense[:, rows], rtol=1e-5, atol=1e-6)
+    assert (out[:, [1, 2, 5]] == 7.0).all()
+
+
 @pytest.mark.parametrize("zero_rows", [(), (1, 3), (0, 1, 2, 3, 4, 5, 6)])
 def test_pair_stats_backward_skipping_zero_rows_equals_dense(monkeypatch, zero_rows):
     """CPU backward computes only queries with a non-zero upstream gradient: same gradient
