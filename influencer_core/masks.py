@@ -49,16 +49,22 @@ __all__ = [
 _SOFTPLUS_FLOOR = -80.0
 
 
-#: logits per block of the CPU passes (512 KB of float32): a block's sigmoid, log and products
-#: run while it sits in a core's L2 cache, so each [B, Q, P] logit is read from memory once
-_BLOCK_ELEMS = 1 << 17
+#: logits per block and thread of the CPU passes (1 MB of float32) and points per block and
+#: thread: a block's sigmoid, log and products run while it sits in the cores' caches, so each
+#: [B, Q, P] logit is read from memory once; with more threads blocks grow so that every op
+#: still has a block's worth of work per thread (measured on 1 and 2 threads)
+_BLOCK_ELEMS = 1 << 18
 _POINT_BLOCK = 4096
+
+
+def _block_elems() -> int:
+    return _BLOCK_ELEMS * max(1, torch.get_num_threads())
 
 
 def _blocks(b: int, q: int, p: int):
     """(point slices, row slices) of the CPU passes over a [b, q, p] tensor."""
-    cols = min(p, _POINT_BLOCK)
-    rows = max(1, min(q, _BLOCK_ELEMS // max(b * cols, 1)))
+    cols = min(p, _POINT_BLOCK * max(1, torch.get_num_threads()))
+    rows = max(1, min(q, _block_elems() // max(b * cols, 1)))
     return ([slice(p0, min(p, p0 + cols)) for p0 in range(0, p, cols)],
             [slice(q0, min(q, q0 + rows)) for q0 in range(0, q, rows)])
 
@@ -172,7 +178,7 @@ def _grad_cpu(x: Tensor, g_prob: Tensor, g_lin: Tensor, g_sp: Tensor, t_ext: Ten
     m = q if rows is None else rows.shape[0]
     if out is None:
         out = torch.empty_like(x)
-    step = max(1, _BLOCK_ELEMS // max(b * p, 1))
+    step = max(1, _block_elems() // max(b * p, 1))
     for q0 in range(0, m, step):
         qs = slice(q0, min(m, q0 + step))
         xb = x[:, qs] if rows is None else x.index_select(1, rows[qs])
