@@ -128,7 +128,7 @@ def test_config_defaults():
     inf = mf.INFLUENCER
     assert (inf.ATTR_WEIGHT, inf.REP_WEIGHT, inf.BG_WEIGHT, inf.REP_MARGIN, inf.TEMPERATURE, inf.WEIGHT) == (
         1.0, 1.0, 1.0, 1.0, 1.0, 5.0)
-    assert (inf.EPSILON, inf.SINKHORN_ITERS, inf.EXCLUSION_WEIGHT) == (0.5, 50, 2.0)
+    assert (inf.EPSILON, inf.SINKHORN_ITERS, inf.EXCLUSION_WEIGHT) == (0.5, 50, 0.5)
     assert (inf.EPSILON_SCHEDULE, inf.EPSILON_END, inf.EPSILON_WARMUP) == ("exp", 0.01, 0)
     assert (inf.CLASS_TARGET, inf.AUX_CAPACITY) == ("query", 1.0)
     import influencer_core

@@ -148,9 +148,9 @@ def test_influencer_options_reach_the_criterion():
 
     cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET", "mass",
                    "MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY", 2.5,
-                   "MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT", 0.5)
+                   "MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT", 1.5)
     crit = build_criterion_from_cfg(cfg, num_classes=9)
-    assert (crit.class_target, crit.aux_capacity, crit.exclusion_weight) == ("mass", 2.5, 0.5)
+    assert (crit.class_target, crit.aux_capacity, crit.exclusion_weight) == ("mass", 2.5, 1.5)
     bad = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.INFLUENCER.CLASS_TARGET", "soft")
     with pytest.raises(ValueError, match="class_target"):
         build_criterion_from_cfg(bad, num_classes=9)
