@@ -37,11 +37,10 @@ from influencer_core.run_files import CheckpointError, set_cpu_threads
 from influencer_core.transport import sinkhorn_plan
 from influencerformer2d.checkpoint import CheckedCheckpointer
 from influencerformer2d.config import load_config
-from influencerformer2d.data.dataset_mappers import COCOInstanceLSJDatasetMapper, COCOPanopticLSJDatasetMapper
+from influencerformer2d.data.dataset_mappers import build_train_mapper
 from influencerformer2d.data.datasets import DatasetError, coco_split_files, register_checkout_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MAPPERS = {"coco_panoptic_lsj": COCOPanopticLSJDatasetMapper, "coco_instance_lsj": COCOInstanceLSJDatasetMapper}
 
 
 def load_run(run, heldout=None, extra=()):
@@ -68,7 +67,7 @@ def load_run(run, heldout=None, extra=()):
 
 def batches(cfg, name, size, limit=None):
     """The dataset's images through the training mapper, in order, ``size`` at a time."""
-    mapper = MAPPERS[cfg.INPUT.DATASET_MAPPER_NAME](cfg, True)
+    mapper = build_train_mapper(cfg, True)
     dicts = DatasetCatalog.get(name)[:limit]
     for i in range(0, len(dicts), size):
         yield [mapper(dict(d)) for d in dicts[i:i + size]]

@@ -52,10 +52,7 @@ from influencerformer2d.hooks import (
     unwrap_model,
 )
 from influencerformer2d.launch import launch
-from influencerformer2d.data.dataset_mappers import (
-    COCOInstanceLSJDatasetMapper,
-    COCOPanopticLSJDatasetMapper,
-)
+from influencerformer2d.data.dataset_mappers import build_train_mapper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 register_checkout_synthetic_coco(ROOT)  # datasets/generated/synthetic_coco unless DETECTRON2_DATASETS
@@ -64,9 +61,6 @@ register_checkout_synthetic_coco(ROOT)  # datasets/generated/synthetic_coco unle
 # deletes with them; TensorBoard events and an empty metrics.json are also left by a run that failed while starting
 RUN_MARKERS = ("last_checkpoint", "model_*.pth", "metrics.json")
 RUN_LOGS = ("events.out.tfevents.*", "log.txt", "log.txt.rank*", "inference")
-
-MAPPERS = {"coco_panoptic_lsj": COCOPanopticLSJDatasetMapper, "coco_instance_lsj": COCOInstanceLSJDatasetMapper}
-
 
 def _fast_coco_eval_available() -> bool:
     """detectron2's C++ COCOeval needs its compiled extension (absent in registry builds)."""
@@ -139,10 +133,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        name = cfg.INPUT.DATASET_MAPPER_NAME
-        if name not in MAPPERS:
-            raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(MAPPERS)}")
-        return build_detection_train_loader(cfg, mapper=MAPPERS[name](cfg, True))
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg, True))
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):

@@ -111,6 +111,13 @@ def test_register_coco_dataset_instance_only(own):
     cfg = train_net.load_cfg(_args(*inst, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "6")[1])
     assert cfg.DATASETS.TRAIN == cfg.DATASETS.TEST == ("mine_i_instance",)
     assert cfg.INPUT.DATASET_MAPPER_NAME == "coco_instance_lsj" and not cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON
+    from influencerformer2d.data.dataset_mappers import COCOInstanceLSJDatasetMapper, build_train_mapper
+
+    assert isinstance(build_train_mapper(cfg), COCOInstanceLSJDatasetMapper)  # the one table train_net uses
+    cfg.defrost()
+    cfg.INPUT.DATASET_MAPPER_NAME = "coco_lsj"
+    with pytest.raises(ValueError, match=r"choose one of \['coco_instance_lsj', 'coco_panoptic_lsj'\]"):
+        build_train_mapper(cfg)
 
 
 def test_own_data_errors(own, tmp_path):

@@ -15,7 +15,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
 
-__all__ = ["build_lsj_augmentation", "COCOPanopticLSJDatasetMapper", "COCOInstanceLSJDatasetMapper"]
+__all__ = ["build_lsj_augmentation", "build_train_mapper", "COCOPanopticLSJDatasetMapper",
+           "COCOInstanceLSJDatasetMapper", "TRAIN_MAPPERS"]
 
 
 def build_lsj_augmentation(cfg, is_train: bool = True):
@@ -107,3 +108,15 @@ class COCOInstanceLSJDatasetMapper(_LSJMapperBase):
             inst = _instances(shape, [], [])
         dataset_dict["instances"] = inst
         return dataset_dict
+
+
+#: ``INPUT.DATASET_MAPPER_NAME`` -> training mapper class
+TRAIN_MAPPERS = {"coco_panoptic_lsj": COCOPanopticLSJDatasetMapper, "coco_instance_lsj": COCOInstanceLSJDatasetMapper}
+
+
+def build_train_mapper(cfg, is_train: bool = True):
+    """The training mapper ``cfg.INPUT.DATASET_MAPPER_NAME`` names (a clear error for other names)."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if name not in TRAIN_MAPPERS:
+        raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}; choose one of {sorted(TRAIN_MAPPERS)}")
+    return TRAIN_MAPPERS[name](cfg, is_train)
