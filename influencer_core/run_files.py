@@ -10,6 +10,8 @@ library only; no detectron2 / mmengine):
 * :func:`add_cpu_threads_arg` / :func:`set_cpu_threads`: on a CPU, the tools run torch with
   one intra-op thread unless told otherwise (several OpenMP threads on a busy machine made
   training steps many times slower).
+* :func:`warn_other_checkout`: the shared environment imports the checkout that last ran
+  ``tools/install.sh``; a tool run from another checkout says so and names the fix.
 * :func:`previous_run_files` / :func:`prepare_output_dir`: training into a folder that holds a
   previous run's checkpoints and logs is refused unless the run is resumed or explicitly
   overwritten (then the old run's files are removed first, so logs of two runs never mix).
@@ -33,6 +35,7 @@ __all__ = [
     "prepare_output_dir",
     "add_cpu_threads_arg",
     "set_cpu_threads",
+    "warn_other_checkout",
 ]
 
 
@@ -240,3 +243,19 @@ def set_cpu_threads(requested=None):
     if requested > 0:
         torch.set_num_threads(requested)
     return torch.get_num_threads()
+
+
+def warn_other_checkout(root: str, stream=None) -> bool:
+    """Print a warning to ``stream`` (stderr) and return True when ``influencer_core`` is imported
+    from another checkout than ``root`` (the folder holding ``tools/``): the tool would then run
+    that checkout's code."""
+    import sys
+
+    from . import __file__ as core_file
+
+    where = os.path.dirname(os.path.dirname(os.path.realpath(core_file)))
+    if where == os.path.realpath(root):
+        return False
+    print(f"warning: influencer_core is imported from {where}, not from this checkout ({root}); this run "
+          f"uses that code. To use this checkout's: bash {root}/tools/install.sh", file=stream or sys.stderr)
+    return True

@@ -55,14 +55,12 @@ except ModuleNotFoundError as exc:  # the shared environment points at a checkou
 
 
 def warn_other_checkout():
-    """The runs this tool starts import the installed influencer_core; say so when that is another
+    """The runs this tool starts import the installed influencer_core: say so when that is another
     checkout's (the shared environment follows the checkout that ran tools/install.sh last)."""
-    import influencer_core
+    from influencer_core.run_files import warn_other_checkout as warn
 
-    where = os.path.dirname(os.path.dirname(os.path.abspath(influencer_core.__file__)))
-    if where != ROOT:
-        print(f"warning: influencer_core is imported from {where}, not from this checkout ({ROOT}); the runs "
-              f"will use that code. To use this checkout's: bash {ROOT}/tools/install.sh", file=sys.stderr)
+    warn(ROOT)
+
 
 DEFAULT_CFG = os.path.join(ROOT, "projects", "InfluencerFormer2D", "configs", "synthetic.yaml")
 METRICS = {"PQ": "panoptic_seg/PQ", "SQ": "panoptic_seg/SQ", "RQ": "panoptic_seg/RQ",

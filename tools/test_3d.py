@@ -26,7 +26,7 @@ import numpy as np
 from mmengine.config import DictAction
 from mmengine.hooks import Hook
 
-from influencer_core.run_files import CheckpointError
+from influencer_core.run_files import CheckpointError, warn_other_checkout
 from influencerformer3d.runner import (
     ToolError,
     add_cpu_threads_arg,
@@ -207,6 +207,7 @@ def _jsonable(v):
 
 def main(argv=None):
     args = parse_args(argv)
+    warn_other_checkout(osp.dirname(osp.dirname(osp.abspath(__file__))))
     cfg, runner = make_runner(args, build_cfg)
     if runner is None:
         return 2

@@ -36,7 +36,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from influencer_core.run_files import CheckpointError
+from influencer_core.run_files import CheckpointError, warn_other_checkout
 from influencerformer3d.runner import (
     add_cpu_threads_arg,
     apply_train_options,
@@ -94,7 +94,9 @@ def build_cfg(args):
 
 
 def main(argv=None):
-    cfg, runner = make_runner(parse_args(argv), build_cfg)
+    args = parse_args(argv)
+    warn_other_checkout(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg, runner = make_runner(args, build_cfg)
     if runner is None:
         return 2
     try:

@@ -38,7 +38,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
 
 from influencer_core.run_files import (CheckpointError, OutputDirError, add_cpu_threads_arg, check_checkpoint_file,
-                                       prepare_output_dir, set_cpu_threads)
+                                       prepare_output_dir, set_cpu_threads, warn_other_checkout)
 from influencerformer2d.checkpoint import CheckedCheckpointer, use_checked_checkpointer
 from influencerformer2d.config import load_config
 from influencerformer2d.data.datasets import DatasetError, register_checkout_synthetic_coco
@@ -297,6 +297,7 @@ def cli(argv=None):
     status (2 with the message for an unreadable checkpoint, an OUTPUT_DIR holding a previous run
     or missing / malformed dataset files)."""
     args = argument_parser().parse_args(argv)
+    warn_other_checkout(ROOT)
     print("Command Line Args:", args)
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,

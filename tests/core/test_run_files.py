@@ -147,3 +147,19 @@ def test_damage_only_the_real_load_finds_is_named_too(tmp_path):
     check_checkpoint_file(path)
     with pytest.raises(CheckpointError, match=r"legacy.pth \(--resume\): truncated or not a checkpoint \(unexpected"):
         load_checkpoint_file(path, source="--resume")
+
+
+def test_warn_other_checkout_names_the_checkout_and_the_fix(tmp_path, capsys):
+    """Tools run from a checkout whose influencer_core is not the one imported say so."""
+    import io
+
+    import influencer_core
+    from influencer_core.run_files import warn_other_checkout
+
+    here = os.path.dirname(os.path.dirname(os.path.realpath(influencer_core.__file__)))
+    assert warn_other_checkout(here) is False
+    assert capsys.readouterr().err == ""
+    out = io.StringIO()
+    assert warn_other_checkout(str(tmp_path), stream=out) is True
+    msg = out.getvalue()
+    assert here in msg and f"bash {tmp_path}/tools/install.sh" in msg
