@@ -172,8 +172,15 @@ class SetCriterion(nn.Module):
 
     # ---- weights -----------------------------------------------------------------
     def base_weights(self, optional: bool = True) -> Dict[str, float]:
-        names = {**self.loss_weights, **self.optional_weights} if optional else self.loss_weights
+        names = {**self.loss_weights, **self.optional_weights} if optional else dict(self.loss_weights)
+        if optional and self.supports_piloted:
+            names.update(PILOTED_WEIGHTS)
         return {k: float(getattr(self, attr)) for k, attr in names.items()}
+
+    @property
+    def supports_piloted(self) -> bool:
+        """Whether the criterion can score mask-piloted queries (it has mask and dice weights)."""
+        return all(hasattr(self, a) for a in PILOTED_WEIGHTS.values())
 
     def weight_dict_for(self, num_aux: int, optional: bool = False) -> Dict[str, float]:
         """Weights of every loss key for a model with ``num_aux`` auxiliary layers (``optional``:
@@ -420,6 +427,8 @@ class SetCriterion(nn.Module):
                     losses.update(out)
                 else:  # statistics are reported for the final layer only
                     losses.update({f"{k}_{i - 1}": v for k, v in out.items() if k.startswith("loss_")})
+            if outputs.get("piloted") is not None:
+                losses.update(self.piloted_losses(outputs["piloted"], checked, state))
         except NonFiniteCostError as err:  # name the input (or the bad labels behind it)
             raise_on_bad_values(owner, self.num_classes, targets, label_flags, mask_flags, None, layers, err)
             raise
@@ -427,6 +436,38 @@ class SetCriterion(nn.Module):
             raise_on_bad_values(owner, self.num_classes, targets, label_flags, mask_flags, losses, layers)
         return losses
 
+
+    def piloted_losses(self, piloted: Dict, targets: Sequence[Dict], state: Dict) -> Dict[str, Tensor]:
+        """Losses of mask-piloted (denoising) queries: ``piloted`` is an outputs dict (``pred_logits``
+        [B, M, C+1], ``pred_masks``, ``aux_outputs``) whose query m of image b was fed target m of
+        image b (M >= every image's target count; queries past an image's targets get no loss).
+        Their assignment is known, so every criterion scores them alike, with Mask2Former's
+        losses (:func:`assigned_losses`): ``loss_ce_mp``, ``loss_mask_mp``, ``loss_dice_mp``
+        (``_i`` per auxiliary layer), weighted like the class, mask and dice terms."""
+        if not self.supports_piloted:
+            raise ValueError(f"{type(self).__name__} has no mask/dice weights for mask-piloted queries; "
+                             f"use hungarian or ot, or turn the piloted queries off")
+        layers = self.layers(piloted)
+        m = layers[0]["pred_logits"].shape[1]
+        counts = [int(t["labels"].shape[0]) for t in targets]
+        if max(counts, default=0) > m:
+            raise ValueError(f"piloted outputs have {m} queries but an image has {max(counts)} targets: "
+                             f"one piloted query per target is needed")
+        device = self.device_of(layers[0])
+        indices = [(torch.arange(k, device=device), torch.arange(k, device=device)) for k in counts]
+        num_masks = state.get("num_masks")
+        if num_masks is None:
+            num_masks = num_masks_across_workers(targets, device)
+        out = {}
+        for i, layer in enumerate(layers):
+            res = assigned_losses(self, layer, targets, indices, num_masks, None, -100)
+            suffix = "" if i == 0 else f"_{i - 1}"
+            out.update({f"{k}_mp{suffix}": v for k, v in res.items()})
+        return out
+
+
+#: loss keys of mask-piloted queries -> the criterion attribute holding their weight
+PILOTED_WEIGHTS = {"loss_ce_mp": "class_weight", "loss_mask_mp": "mask_weight", "loss_dice_mp": "dice_weight"}
 
 #: plan weights below this share of a mask's loss are left out of the mask terms (see losses_from_plan)
 PLAN_FLOOR = 1e-6
@@ -498,55 +539,64 @@ class HungarianCriterion(SetCriterion):
         return linear_assignment(costs)
 
     def layer_losses(self, layer, targets, state, index):
-        masks = layer["pred_masks"]
-        logits = self.class_logits(layer)
-        indices = self.match(layer, targets)
-        device = logits.device
-        b_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)])
-        q_idx = torch.cat([q for q, _ in indices])
-        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.long, device=device)
-        if state["query_valid"] is not None:
-            target_classes[~state["query_valid"]] = -100  # padding queries: no class loss
-        matched_labels = torch.cat([t["labels"].to(device)[k] for t, (_, k) in zip(targets, indices)])
-        target_classes[b_idx, q_idx] = matched_labels
-        loss_ce = self.class_loss(logits, target_classes)
+        return assigned_losses(self, layer, targets, self.match(layer, targets), state["num_masks"],
+                               state["query_valid"], self.num_classes)
 
-        if self.is_image_mode(masks):
-            src = masks[b_idx, q_idx].unsqueeze(1)  # [M, 1, H, W]
-            with torch.no_grad():
-                coords = uncertain_point_coords(src.detach().float(), self.num_points,
-                                                self.oversample_ratio, self.importance_sample_ratio)
-            point_logits = point_sample(src.float(), coords)[:, 0]
-            labels = []
-            start = 0
-            for t, (_, k) in zip(targets, indices):
-                m = len(k)
-                if m:
-                    tm = t["masks"].to(device)[k].unsqueeze(1).float()
-                    labels.append(point_sample(tm, coords[start:start + m])[:, 0])
-                start += m
-            point_labels = torch.cat(labels) if labels else point_logits.new_zeros(point_logits.shape)
-        else:
-            pairs = [(masks[b][q].float(), t["masks"].to(device)[k].float())
-                     for b, (t, (q, k)) in enumerate(zip(targets, indices)) if len(q)]
-            if not pairs:  # no targets in the batch: zero loss that still reaches the masks
-                zero = sum(m.sum() for m in masks) * 0.0 if isinstance(masks, (list, tuple)) else masks.sum() * 0.0
-                return {"loss_ce": loss_ce, "loss_mask": zero, "loss_dice": zero}
-            if len({x.shape[-1] for x, _ in pairs}) > 1:  # images with different point counts
-                num_masks = state["num_masks"]
-                return {
-                    "loss_ce": loss_ce,
-                    "loss_mask": sum(sigmoid_ce_per_mask(x, y).sum() for x, y in pairs) / num_masks,
-                    "loss_dice": sum(dice_per_mask(x, y).sum() for x, y in pairs) / num_masks,
-                }
-            point_logits = torch.cat([x for x, _ in pairs])
-            point_labels = torch.cat([y for _, y in pairs])
-        num_masks = state["num_masks"]
-        return {
-            "loss_ce": loss_ce,
-            "loss_mask": sigmoid_ce_per_mask(point_logits, point_labels).sum() / num_masks,
-            "loss_dice": dice_per_mask(point_logits, point_labels).sum() / num_masks,
-        }
+
+def assigned_losses(crit: SetCriterion, layer: Dict, targets: Sequence[Dict], indices, num_masks: Tensor,
+                    query_valid: Optional[Tensor], unassigned_class: int) -> Dict[str, Tensor]:
+    """Mask2Former's losses for a given assignment ``indices`` [(query idx, target idx)] per image:
+    CE over all queries (``unassigned_class`` for the others: ``num_classes`` = no object, or -100
+    = no class loss), BCE and dice of the assigned pairs at importance-sampled points (image mode;
+    ``crit.num_points`` / ``oversample_ratio`` / ``importance_sample_ratio``) or every point,
+    summed and divided by ``num_masks``.  Used by the Hungarian criterion (its matching) and, for
+    every criterion, by the mask-piloted queries (known targets, see :meth:`SetCriterion.forward`)."""
+    masks = layer["pred_masks"]
+    logits = crit.class_logits(layer)
+    device = logits.device
+    b_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)])
+    q_idx = torch.cat([q for q, _ in indices])
+    target_classes = torch.full(logits.shape[:2], unassigned_class, dtype=torch.long, device=device)
+    if query_valid is not None:
+        target_classes[~query_valid] = -100  # padding queries: no class loss
+    matched_labels = torch.cat([t["labels"].to(device)[k] for t, (_, k) in zip(targets, indices)])
+    target_classes[b_idx, q_idx] = matched_labels
+    loss_ce = crit.class_loss(logits, target_classes)
+
+    if crit.is_image_mode(masks):
+        src = masks[b_idx, q_idx].unsqueeze(1)  # [M, 1, H, W]
+        with torch.no_grad():
+            coords = uncertain_point_coords(src.detach().float(), crit.num_points,
+                                            crit.oversample_ratio, crit.importance_sample_ratio)
+        point_logits = point_sample(src.float(), coords)[:, 0]
+        labels = []
+        start = 0
+        for t, (_, k) in zip(targets, indices):
+            m = len(k)
+            if m:
+                tm = t["masks"].to(device)[k].unsqueeze(1).float()
+                labels.append(point_sample(tm, coords[start:start + m])[:, 0])
+            start += m
+        point_labels = torch.cat(labels) if labels else point_logits.new_zeros(point_logits.shape)
+    else:
+        pairs = [(masks[b][q].float(), t["masks"].to(device)[k].float())
+                 for b, (t, (q, k)) in enumerate(zip(targets, indices)) if len(q)]
+        if not pairs:  # no targets in the batch: zero loss that still reaches the masks
+            zero = sum(m.sum() for m in masks) * 0.0 if isinstance(masks, (list, tuple)) else masks.sum() * 0.0
+            return {"loss_ce": loss_ce, "loss_mask": zero, "loss_dice": zero}
+        if len({x.shape[-1] for x, _ in pairs}) > 1:  # images with different point counts
+            return {
+                "loss_ce": loss_ce,
+                "loss_mask": sum(sigmoid_ce_per_mask(x, y).sum() for x, y in pairs) / num_masks,
+                "loss_dice": sum(dice_per_mask(x, y).sum() for x, y in pairs) / num_masks,
+            }
+        point_logits = torch.cat([x for x, _ in pairs])
+        point_labels = torch.cat([y for _, y in pairs])
+    return {
+        "loss_ce": loss_ce,
+        "loss_mask": sigmoid_ce_per_mask(point_logits, point_labels).sum() / num_masks,
+        "loss_dice": dice_per_mask(point_logits, point_labels).sum() / num_masks,
+    }
 
 
 class SharedPointCriterion(SetCriterion):
