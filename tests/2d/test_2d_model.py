@@ -376,3 +376,57 @@ def test_cuda_model_matches_cpu(synthetic_root, fused_msda_calls, no_tf32):
     assert (len(fused_msda_calls) > 0) == triton_available()
     for key in ("pred_logits", "pred_masks"):
         torch.testing.assert_close(outs["cuda"][key].cpu(), outs["cpu"][key], atol=1e-3, rtol=1e-3, msg=key)
+
+
+def _targets_for(images, k_per_image, num_classes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h, w = images.shape[-2:]
+    return [{"labels": torch.randint(0, num_classes, (k,), generator=g),
+             "masks": torch.rand(k, h, w, generator=g) > 0.7} for k in k_per_image]
+
+
+def test_piloted_queries_leave_the_ordinary_outputs_unchanged():
+    """Mask-piloted queries (training only) are invisible to the ordinary queries: the ordinary
+    predictions equal those without them; the piloted ones come back per target, padded."""
+    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.PILOTED.ENABLED", True)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    assert "sem_seg_head.predictor.label_enc.weight" in model.state_dict()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.backbone(images)
+        targets = _targets_for(images, (3, 1), 9)
+        plain = model.sem_seg_head(feats)
+        piloted = model.sem_seg_head(feats, targets=targets)
+    assert "piloted" not in plain
+    for a, b in zip([plain] + plain["aux_outputs"], [piloted] + piloted["aux_outputs"]):
+        assert torch.allclose(a["pred_logits"], b["pred_logits"], atol=1e-5)
+        assert torch.allclose(a["pred_masks"], b["pred_masks"], atol=1e-4)
+    p = piloted["piloted"]
+    assert p["pred_logits"].shape == (2, 3, 10) and p["pred_masks"].shape[:2] == (2, 3)
+    assert len(p["aux_outputs"]) == len(plain["aux_outputs"])
+    with torch.no_grad():  # images without instances: no piloted queries at all
+        assert "piloted" not in model.sem_seg_head(feats, targets=_targets_for(images, (0, 0), 9))
+        model.eval()  # inference never builds them
+        assert "piloted" not in model.sem_seg_head(feats, targets=targets)
+    off = build_model(load_cfg("synthetic.yaml"))
+    assert not any("label_enc" in k for k in off.state_dict())  # off: Mask2Former's layout
+
+
+def test_piloted_noise_options_are_checked():
+    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.PILOTED.ENABLED", True,
+                   "MODEL.MASK_FORMER.PILOTED.MASK_NOISE", 1.5)
+    with pytest.raises(ValueError, match=r"PILOTED.MASK_NOISE must be in \[0, 1\], got 1.5"):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize("arm", ["hungarian", "ot"])
+def test_training_with_piloted_queries(tmp_path, synthetic_root, arm):
+    """Both arms train with the piloted queries' losses (the same addition for the two)."""
+    cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 4, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
+                     "MODEL.MASK_FORMER.CRITERION", arm, "MODEL.MASK_FORMER.PILOTED.ENABLED", True)
+    trainer = _run_trainer(cfg)
+    trainer.train()
+    for key in ("loss_ce_mp", "loss_mask_mp", "loss_dice_mp", "loss_dice_mp_0"):
+        values = [v for v, _ in trainer.storage.history(key).values()]
+        assert len(values) == 4 and all(np.isfinite(values)) and max(values) > 0

@@ -162,6 +162,14 @@ def add_influencerformer_config(cfg):
     # One of CRITERION_NAMES: "hungarian" (Mask2Former's matching baseline),
     # "reference" (mask-matrix Influencer loss), "ot" (entropic transport, no matching).
     cfg.MODEL.MASK_FORMER.CRITERION = "ot"
+    # Mask-piloted training queries (MP-Former's idea; off): one extra training-only query per
+    # ground-truth instance, fed its noised class embedding and its noised mask as attention mask,
+    # scored with the known assignment by every criterion (so both arms get the same addition).
+    # Adds the parameter sem_seg_head.predictor.label_enc.weight when on.
+    cfg.MODEL.MASK_FORMER.PILOTED = CN()
+    cfg.MODEL.MASK_FORMER.PILOTED.ENABLED = False
+    cfg.MODEL.MASK_FORMER.PILOTED.LABEL_NOISE = 0.2  # probability of a random class
+    cfg.MODEL.MASK_FORMER.PILOTED.MASK_NOISE = 0.2  # share of attention-mask pixels flipped
     cfg.MODEL.MASK_FORMER.INFLUENCER = CN()
     # Reference variant: weights of the attractive, repulsive and background terms, the
     # repulsion margin, the softmax temperature and the weight of the whole influencer term.

@@ -76,7 +76,7 @@ class InfluencerFormer(nn.Module):
                  overlap_threshold: float, metadata, size_divisibility: int,
                  sem_seg_postprocess_before_inference: bool, pixel_mean: Tuple[float], pixel_std: Tuple[float],
                  semantic_on: bool, panoptic_on: bool, instance_on: bool, test_topk_per_image: int,
-                 one_class_per_query: bool = False):
+                 one_class_per_query: bool = False, piloted: bool = False):
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
@@ -95,6 +95,7 @@ class InfluencerFormer(nn.Module):
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
         self.one_class_per_query = one_class_per_query
+        self.piloted = piloted  # training-only mask-piloted queries (MODEL.MASK_FORMER.PILOTED)
         self.pending_scalars: Dict[str, object] = {}
         if not semantic_on and not sem_seg_postprocess_before_inference:
             raise ValueError("SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE must be on unless SEMANTIC_ON")
@@ -110,7 +111,8 @@ class InfluencerFormer(nn.Module):
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
             "criterion": criterion,
-            "weight_dict": criterion.weight_dict_for(num_aux),
+            # optional=True adds the piloted queries' losses (and the unused loss_score)
+            "weight_dict": criterion.weight_dict_for(num_aux, optional=cfg.MODEL.MASK_FORMER.PILOTED.ENABLED),
             "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
             "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
             "overlap_threshold": test.OVERLAP_THRESHOLD,
@@ -126,6 +128,7 @@ class InfluencerFormer(nn.Module):
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "one_class_per_query": test.ONE_CLASS_PER_QUERY,
+            "piloted": cfg.MODEL.MASK_FORMER.PILOTED.ENABLED,
         }
 
     @property
@@ -145,16 +148,16 @@ class InfluencerFormer(nn.Module):
         """Training: dict of weighted losses. Inference: list of per-image result dicts."""
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         images = ImageList.from_tensors(images, self.size_divisibility)
-        outputs = self.sem_seg_head(self.backbone(images.tensor))
-        if self.training:
-            if "instances" not in batched_inputs[0]:
-                raise ValueError("training needs 'instances' in every input: use a mapper that produces them")
-            targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
-            watch = DeviceTimer(self.device)
-            losses = self.criterion(outputs, targets)
-            self.pending_scalars["time/criterion_forward"] = watch.stop()
-            return self.weighted_losses(losses)
-        return self.inference(outputs, batched_inputs, images)
+        if not self.training:
+            return self.inference(self.sem_seg_head(self.backbone(images.tensor)), batched_inputs, images)
+        if "instances" not in batched_inputs[0]:
+            raise ValueError("training needs 'instances' in every input: use a mapper that produces them")
+        targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
+        outputs = self.sem_seg_head(self.backbone(images.tensor), targets=targets if self.piloted else None)
+        watch = DeviceTimer(self.device)
+        losses = self.criterion(outputs, targets)
+        self.pending_scalars["time/criterion_forward"] = watch.stop()
+        return self.weighted_losses(losses)
 
     def weighted_losses(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Weights every ``loss_*`` term; other entries go to ``pending_scalars``, not summed."""

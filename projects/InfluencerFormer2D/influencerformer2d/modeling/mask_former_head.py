@@ -74,19 +74,21 @@ class MaskFormerHead(nn.Module):
                                                                mask_classification=True),
         }
 
-    def forward(self, features: Dict[str, Tensor], mask: Optional[Tensor] = None):
-        return self.layers(features, mask)
+    def forward(self, features: Dict[str, Tensor], mask: Optional[Tensor] = None, targets=None):
+        """``targets`` (training, piloted queries on): passed to the transformer decoder."""
+        return self.layers(features, mask, targets)
 
-    def layers(self, features: Dict[str, Tensor], mask: Optional[Tensor] = None):
+    def layers(self, features: Dict[str, Tensor], mask: Optional[Tensor] = None, targets=None):
         mask_features, encoder_features, multi_scale_features = self.pixel_decoder.forward_features(features)
         where = self.transformer_in_feature
+        extra = {} if targets is None else {"targets": targets}
         if where == "multi_scale_pixel_decoder":
-            return self.predictor(multi_scale_features, mask_features, mask)
+            return self.predictor(multi_scale_features, mask_features, mask, **extra)
         if where == "transformer_encoder":
             if encoder_features is None:
                 raise ValueError("TRANSFORMER_IN_FEATURE='transformer_encoder' needs a pixel decoder "
                                  "with a transformer encoder")
-            return self.predictor(encoder_features, mask_features, mask)
+            return self.predictor(encoder_features, mask_features, mask, **extra)
         if where == "pixel_embedding":
-            return self.predictor(mask_features, mask_features, mask)
-        return self.predictor(features[where], mask_features, mask)
+            return self.predictor(mask_features, mask_features, mask, **extra)
+        return self.predictor(features[where], mask_features, mask, **extra)

@@ -11,6 +11,14 @@ queries whose mask is empty at that scale, which see everything.
 Output of ``forward``: ``pred_logits [B, Q, K+1]``, ``pred_masks [B, Q, H/4, W/4]`` (last
 prediction) and ``aux_outputs`` (the ``DEC_LAYERS - 1`` earlier predictions, first to last,
 each a dict with the same two keys).  Parameter names follow Mask2Former.
+
+Mask-piloted training (``MODEL.MASK_FORMER.PILOTED.ENABLED``, off by default; MP-Former's idea):
+in training, ``forward(..., targets=...)`` adds one extra query per ground-truth instance whose
+content is the embedding of its (label-noised) class (``label_enc``, a parameter that exists only
+when enabled) and whose cross-attention at every layer sees the instance's (point-noised) mask
+instead of a predicted one. The ordinary queries cannot attend to them, so their outputs are
+unchanged; the extra predictions come back under ``piloted`` (query m = target m) and the
+criterion scores them with the known assignment. Inference never builds them.
 """
 from typing import List, Optional
 
@@ -169,6 +177,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         pre_norm: bool,
         mask_dim: int,
         enforce_input_project: bool,
+        piloted: bool = False,
+        piloted_label_noise: float = 0.2,
+        piloted_mask_noise: float = 0.2,
     ):
         """
         Args:
@@ -183,6 +194,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             pre_norm: pre- instead of post-LayerNorm.
             mask_dim: channels of the pixel decoder's ``mask_features``.
             enforce_input_project: 1x1 input projections even when ``in_channels == hidden_dim``.
+            piloted: mask-piloted training queries (see the module docstring).
+            piloted_label_noise: probability that a piloted query's class is replaced by a random one.
+            piloted_mask_noise: share of a piloted attention mask's pixels that are flipped.
         """
         super().__init__()
         if not mask_classification:
@@ -223,6 +237,16 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
+        for name, value in (("piloted_label_noise", piloted_label_noise), ("piloted_mask_noise", piloted_mask_noise)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"MODEL.MASK_FORMER.PILOTED.{name[8:].upper()} must be in [0, 1], got {value}")
+        self.num_classes = num_classes
+        self.piloted = piloted
+        self.piloted_label_noise = piloted_label_noise
+        self.piloted_mask_noise = piloted_mask_noise
+        if piloted:  # row num_classes: padding (images with fewer instances than the batch's most)
+            self.label_enc = nn.Embedding(num_classes + 1, hidden_dim)
+
     @classmethod
     def from_config(cls, cfg, in_channels, mask_classification):
         mf = cfg.MODEL.MASK_FORMER
@@ -242,14 +266,20 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "pre_norm": mf.PRE_NORM,
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+            "piloted": mf.PILOTED.ENABLED,
+            "piloted_label_noise": mf.PILOTED.LABEL_NOISE,
+            "piloted_mask_noise": mf.PILOTED.MASK_NOISE,
         }
 
-    def forward(self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None):
+    def forward(self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None,
+                targets: Optional[List[dict]] = None):
         """
         Args:
             x: 3 feature maps ``[B, C, H_l, W_l]``, coarse to fine.
             mask_features: ``[B, mask_dim, H, W]``.
             mask: ignored (padding is not masked, as in Mask2Former).
+            targets: per image ``{"labels" [K], "masks" [K, H_img, W_img]}``; used only in training
+                with piloted queries on.
         """
         if len(x) != self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature maps, got {len(x)}")
@@ -265,8 +295,20 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)  # [Q, B, C]
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
+        q = self.num_queries
+        pilot = self._piloted_inputs(targets, batch) if self.training and self.piloted and targets else None
+        self_mask = key_padding = None
+        if pilot is not None:
+            output = torch.cat([output, pilot["content"]], 0)
+            query_pos = torch.cat([query_pos, torch.zeros_like(pilot["content"])], 0)
+            n = output.shape[0]
+            self_mask = torch.zeros(n, n, dtype=torch.bool, device=output.device)
+            self_mask[:q, q:] = True  # the ordinary queries never see the piloted ones
+            key_padding = torch.cat([torch.zeros(batch, q, dtype=torch.bool, device=output.device),
+                                     ~pilot["valid"]], 1)
 
         logits, masks, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
+        attn_mask = self._pilot_attention(attn_mask, pilot, sizes[0])
         all_logits, all_masks = [logits], [masks]
         for i in range(self.num_layers):
             lvl = i % self.num_feature_levels
@@ -276,18 +318,59 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 output, srcs[lvl], memory_mask=attn_mask, memory_key_padding_mask=None,
                 pos=poss[lvl], query_pos=query_pos)
             output = self.transformer_self_attention_layers[i](
-                output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_pos)
+                output, tgt_mask=self_mask, tgt_key_padding_mask=key_padding, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
-            logits, masks, attn_mask = self.forward_prediction_heads(
-                output, mask_features, sizes[(i + 1) % self.num_feature_levels])
+            size = sizes[(i + 1) % self.num_feature_levels]
+            logits, masks, attn_mask = self.forward_prediction_heads(output, mask_features, size)
+            attn_mask = self._pilot_attention(attn_mask, pilot, size)
             all_logits.append(logits)
             all_masks.append(masks)
 
-        return {
-            "pred_logits": all_logits[-1],
-            "pred_masks": all_masks[-1],
-            "aux_outputs": self._set_aux_loss(all_logits, all_masks),
+        out = {
+            "pred_logits": all_logits[-1][:, :q],
+            "pred_masks": all_masks[-1][:, :q],
+            "aux_outputs": self._set_aux_loss([a[:, :q] for a in all_logits], [b[:, :q] for b in all_masks]),
         }
+        if pilot is not None:
+            out["piloted"] = {
+                "pred_logits": all_logits[-1][:, q:],
+                "pred_masks": all_masks[-1][:, q:],
+                "aux_outputs": self._set_aux_loss([a[:, q:] for a in all_logits], [b[:, q:] for b in all_masks]),
+            }
+        return out
+
+    def _piloted_inputs(self, targets: List[dict], batch: int) -> Optional[dict]:
+        """Content [M, B, C] of the piloted queries (noised class embeddings), their ground-truth
+        masks [B, M, H, W] and which are real [B, M]; None when no image has an instance."""
+        m = max(int(t["labels"].shape[0]) for t in targets)
+        if m == 0:
+            return None
+        device = self.query_feat.weight.device
+        h, w = targets[0]["masks"].shape[-2:]
+        labels = torch.full((batch, m), self.num_classes, dtype=torch.long, device=device)
+        gt = torch.zeros(batch, m, h, w, device=device)
+        for b, t in enumerate(targets):  # per image: its instances in order
+            k = t["labels"].shape[0]
+            labels[b, :k] = t["labels"].to(device)
+            gt[b, :k] = t["masks"].to(device).float()
+        valid = labels < self.num_classes
+        if self.piloted_label_noise > 0:
+            flip = (torch.rand(batch, m, device=device) < self.piloted_label_noise) & valid
+            labels = torch.where(flip, torch.randint_like(labels, self.num_classes), labels)
+        return {"content": self.label_enc(labels).transpose(0, 1), "masks": gt, "valid": valid}
+
+    def _pilot_attention(self, attn_mask: Tensor, pilot: Optional[dict], size) -> Tensor:
+        """Replace the piloted queries' rows of ``attn_mask`` [B * heads, Q + M, h * w] by their
+        ground-truth masks at ``size`` with a ``piloted_mask_noise`` share of pixels flipped."""
+        if pilot is None:
+            return attn_mask
+        with torch.no_grad():
+            gt = F.interpolate(pilot["masks"], size=size, mode="bilinear", align_corners=False) >= 0.5
+            if self.piloted_mask_noise > 0:
+                gt ^= torch.rand(gt.shape, device=gt.device) < self.piloted_mask_noise
+            blocked = (~gt).flatten(2).repeat_interleave(self.num_heads, dim=0)  # [B * heads, M, hw]
+            m = blocked.shape[1]
+            return torch.cat([attn_mask[:, :-m], blocked], 1)
 
     def forward_prediction_heads(self, output: Tensor, mask_features: Tensor, attn_mask_target_size):
         """Class logits ``[B, Q, K+1]``, mask logits ``[B, Q, H, W]`` and the next layer's
