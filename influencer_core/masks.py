@@ -69,30 +69,22 @@ def _blocks(b: int, q: int, p: int):
             [slice(q0, min(q, q0 + rows)) for q0 in range(0, q, rows)])
 
 
-def _stats_cuda(x: Tensor, t_ext: Tensor):
-    """[B, K+1, Q] products with [t; pv] of x and sigmoid(x), and [B, Q] softplus sums, in whole
-    tensors (on GPUs blocks would only add launches)."""
-    k = t_ext.shape[1] - 1
-    xt = torch.bmm(t_ext, x.mT)
-    # softplus(x) = x - log sigmoid(x) from the sigmoid the products need anyway; below x = -80
-    # sigmoid underflows, and softplus(x) < 2e-35 there, so x is clamped first
-    xc = x.clamp(min=_SOFTPLUS_FLOOR)
-    prob = torch.sigmoid(xc)
-    pt = torch.bmm(t_ext, prob.mT)
-    sp = torch.bmm(t_ext[:, k:], xc.sub_(prob.log_()).mT)[:, 0]
-    return xt, pt, sp
+def _stats(x: Tensor, t_ext: Tensor, whole: bool = None):
+    """[B, K+1, Q] products with [t; pv] of x and sigmoid(x), and the [B, Q] softplus sums.
 
-
-def _stats_cpu(x: Tensor, t_ext: Tensor):
-    """:func:`_stats_cuda` block by block: one read of x, the rest in cache.  softplus is
-    x - log sigmoid(x) without the clamp; rows where sigmoid underflowed (x < -88, log = -inf)
-    are redone with it afterwards (a host read, free on CPU)."""
+    softplus(x) = x - log sigmoid(x), from the sigmoid the products need anyway; below x = -88
+    sigmoid underflows (log = -inf). ``whole`` (default: on GPUs, where blocks would only add
+    launches): one pass over whole tensors with x clamped at -80 first (softplus < 2e-35 there).
+    Otherwise (CPU): cache-sized blocks, each logit read from memory once, no clamp pass; the
+    rows where sigmoid underflowed are redone with the clamp afterwards (a host read, free on CPU).
+    """
+    whole = x.is_cuda if whole is None else whole
     b, q, p = x.shape
     k = t_ext.shape[1] - 1
     xt = x.new_zeros(b, k + 1, q)
     pt = x.new_zeros(b, k + 1, q)
     sp = x.new_zeros(b, 1, q)
-    col_blocks, row_blocks = _blocks(b, q, p)
+    col_blocks, row_blocks = ([slice(None)], [slice(None)]) if whole else _blocks(b, q, p)
     for ps in col_blocks:
         tb = t_ext[:, :, ps]
         pvb = tb[:, k:]
@@ -100,16 +92,19 @@ def _stats_cpu(x: Tensor, t_ext: Tensor):
             xb = x[:, qs, ps]
             # [K+1, rows] = t @ x^T: with K+1 small this orientation is the fast one for the BLAS
             xt[:, :, qs].baddbmm_(tb, xb.mT)
+            if whole:
+                xb = xb.clamp(min=_SOFTPLUS_FLOOR)
             prob = torch.sigmoid(xb)
             pt[:, :, qs].baddbmm_(tb, prob.mT)
             soft = torch.sub(xb, prob.log_(), out=prob)
             sp[:, :, qs].baddbmm_(pvb, soft.mT)
     sp = sp[:, 0]
-    bad = ~torch.isfinite(sp)
-    if bad.any():
-        bi, qi = bad.nonzero(as_tuple=True)
-        xc = x[bi, qi].clamp(min=_SOFTPLUS_FLOOR)  # [n, P]
-        sp[bi, qi] = ((xc - torch.sigmoid(xc).log()) * t_ext[bi, k]).sum(-1)
+    if not whole:
+        bad = ~torch.isfinite(sp)
+        if bad.any():
+            bi, qi = bad.nonzero(as_tuple=True)
+            xc = x[bi, qi].clamp(min=_SOFTPLUS_FLOOR)  # [n, P]
+            sp[bi, qi] = ((xc - torch.sigmoid(xc).log()) * t_ext[bi, k]).sum(-1)
     return xt, pt, sp
 
 
@@ -119,7 +114,7 @@ class _PairStats(torch.autograd.Function):
     def forward(ctx, x: Tensor, t: Tensor, pv: Tensor):
         k = t.shape[1]
         t_ext = torch.cat([t, pv.unsqueeze(1)], 1)  # [B, K+1, P]: the targets and the real-point mask
-        xt, pt, sp = (_stats_cuda if x.is_cuda else _stats_cpu)(x, t_ext)
+        xt, pt, sp = _stats(x, t_ext)
         ctx.save_for_backward(x, t_ext)
         xt, pt = xt.mT, pt.mT  # [B, Q, K+1]
         return xt[..., :k], sp, pt[..., :k], pt[..., k]
@@ -132,22 +127,20 @@ class _PairStats(torch.autograd.Function):
         g_prob = torch.cat([g_pt, g_ps.unsqueeze(-1)], 2)  # [B, Q, K+1]
         g_lin = torch.cat([g_xt, g_xt.new_zeros(b, q, 1)], 2)
         g_sp = g_sp.unsqueeze(-1)  # [B, Q, 1]
-        if x.is_cuda:
-            return _grad_dense(x, g_prob, g_lin, g_sp, t_ext), None, None
-        if not SKIP_ZERO_ROWS:
-            return _grad_cpu(x, g_prob, g_lin, g_sp, t_ext), None, None
+        if x.is_cuda or not SKIP_ZERO_ROWS:
+            return _grad_rows(x, g_prob, g_lin, g_sp, t_ext), None, None
         # CPU: a query whose statistics all have zero gradient (the transport loss gives one no
         # mask gradient when it owns no instance mass) has a zero gradient row, so only the
         # others are computed (finding them is a host-side read, free on CPU, skipped on GPU)
         active = (g_prob.abs().amax(-1) + g_lin.abs().amax(-1) + g_sp[..., 0].abs()) > 0  # [B, Q]
         counts = active.sum(1).tolist()
         if sum(counts) > 0.9 * b * q:
-            return _grad_cpu(x, g_prob, g_lin, g_sp, t_ext), None, None
+            return _grad_rows(x, g_prob, g_lin, g_sp, t_ext), None, None
         grad = torch.zeros_like(x)  # (zeroing only the skipped rows is slower: index_fill_ is)
         for i, n in enumerate(counts):  # per image: its own rows and targets
             if n:
                 rows = active[i].nonzero().squeeze(1)
-                _grad_cpu(x[i:i + 1], g_prob[i:i + 1, rows], g_lin[i:i + 1, rows], g_sp[i:i + 1, rows],
+                _grad_rows(x[i:i + 1], g_prob[i:i + 1, rows], g_lin[i:i + 1, rows], g_sp[i:i + 1, rows],
                           t_ext[i:i + 1], rows=rows, out=grad[i:i + 1])
         return grad, None, None
 
@@ -156,29 +149,23 @@ class _PairStats(torch.autograd.Function):
 SKIP_ZERO_ROWS = True
 
 
-def _grad_dense(x: Tensor, g_prob: Tensor, g_lin: Tensor, g_sp: Tensor, t_ext: Tensor) -> Tensor:
-    """dL/dx [B, Q, P] of :class:`_PairStats` in whole tensors (GPU):
+def _grad_rows(x: Tensor, g_prob: Tensor, g_lin: Tensor, g_sp: Tensor, t_ext: Tensor,
+               rows: Tensor = None, out: Tensor = None, whole: bool = None) -> Tensor:
+    """dL/dx [B, Q, P] of :class:`_PairStats`:
     ``g_lin @ t + p * (g_sp pv + (1 - p) * (g_prob @ [t; pv]))``, with g_prob = [g_pt | g_ps] and
-    g_lin = [g_xt | 0] [B, Q, K+1], g_sp [B, Q, 1], t_ext = [t; pv] [B, K+1, P]."""
-    k = t_ext.shape[1] - 1
-    prob = torch.sigmoid(x)
-    part = torch.bmm(g_prob, t_ext)
-    part.mul_(1 - prob).addcmul_(g_sp, t_ext[:, k:]).mul_(prob)
-    return part.baddbmm_(g_lin, t_ext)
+    g_lin = [g_xt | 0] [B, Q, K+1], g_sp [B, Q, 1], t_ext = [t; pv] [B, K+1, P].
 
-
-def _grad_cpu(x: Tensor, g_prob: Tensor, g_lin: Tensor, g_sp: Tensor, t_ext: Tensor,
-              rows: Tensor = None, out: Tensor = None) -> Tensor:
-    """:func:`_grad_dense` in blocks of whole rows (cache-sized).  With ``rows`` [M] (the
-    gradients given for those rows of x only: g_prob / g_lin [B, M, K+1], g_sp [B, M, 1]), the
-    result is written into those rows of ``out`` [B, Q, P] and the other rows are left alone."""
+    In cache-sized blocks of whole rows, or in one block when ``whole`` (default: on GPUs).  With
+    ``rows`` [M] (the gradients given for those rows of x only: g_prob / g_lin [B, M, K+1], g_sp
+    [B, M, 1]), the result is written into those rows of ``out`` and the other rows are left alone."""
+    whole = x.is_cuda if whole is None else whole
     b, q, p = x.shape
     k = t_ext.shape[1] - 1
     pv = t_ext[:, k:]
     m = q if rows is None else rows.shape[0]
     if out is None:
         out = torch.empty_like(x)
-    step = max(1, _block_elems() // max(b * p, 1))
+    step = m if whole else max(1, _block_elems() // max(b * p, 1))
     for q0 in range(0, m, step):
         qs = slice(q0, min(m, q0 + step))
         xb = x[:, qs] if rows is None else x.index_select(1, rows[qs])

@@ -298,15 +298,15 @@ def test_pair_stats_gpu_formulas_equal_the_cpu_blocks():
     pv = torch.ones(2, 5000)
     pv[0, 4000:] = 0
     t_ext = torch.cat([t * pv[:, None], pv[:, None]], 1)
-    for a, b in zip(masks._stats_cuda(x, t_ext), masks._stats_cpu(x, t_ext)):
+    for a, b in zip(masks._stats(x, t_ext, whole=True), masks._stats(x, t_ext, whole=False)):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-3)
     gp, gl, gs = torch.randn(2, 6, 4, generator=g), torch.randn(2, 6, 4, generator=g), torch.randn(2, 6, 1, generator=g)
     gl[..., -1] = 0
-    dense = masks._grad_dense(x, gp, gl, gs, t_ext)
-    assert torch.allclose(dense, masks._grad_cpu(x, gp, gl, gs, t_ext), rtol=1e-5, atol=1e-6)
+    dense = masks._grad_rows(x, gp, gl, gs, t_ext, whole=True)
+    assert torch.allclose(dense, masks._grad_rows(x, gp, gl, gs, t_ext, whole=False), rtol=1e-5, atol=1e-6)
     rows = torch.tensor([0, 3, 4])
     out = torch.full_like(x, 7.0)
-    masks._grad_cpu(x, gp[:, rows], gl[:, rows], gs[:, rows], t_ext, rows=rows, out=out)
+    masks._grad_rows(x, gp[:, rows], gl[:, rows], gs[:, rows], t_ext, rows=rows, out=out, whole=False)
     assert torch.allclose(out[:, rows], dense[:, rows], rtol=1e-5, atol=1e-6)
     assert (out[:, [1, 2, 5]] == 7.0).all()
 
