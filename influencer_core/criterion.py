@@ -436,7 +436,6 @@ class SetCriterion(nn.Module):
             raise_on_bad_values(owner, self.num_classes, targets, label_flags, mask_flags, losses, layers)
         return losses
 
-
     def piloted_losses(self, piloted: Dict, targets: Sequence[Dict], state: Dict) -> Dict[str, Tensor]:
         """Losses of mask-piloted (denoising) queries: ``piloted`` is an outputs dict (``pred_logits``
         [B, M, C+1], ``pred_masks``, ``aux_outputs``) whose query m of image b was fed target m of

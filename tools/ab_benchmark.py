@@ -183,12 +183,11 @@ def check_final_eval_root(task, root):
     """--final-eval-root must hold a prepared held-out split: 2D the COCO-format val2017 of the synthetic
     layout, 3D an S3DIS-layout Area 5 (what the synthetic configs test on)."""
     if task == "2d":
-        from influencerformer2d.data.datasets import coco_split_files
+        from influencerformer2d.data.datasets import missing_split_files
 
-        need = list(coco_split_files(root, "val").values())
+        missing = missing_split_files(root, "val")
     else:
-        need = [os.path.join(root, "s3dis_infos_Area_5.pkl")]
-    missing = [os.path.relpath(n, root) for n in need if not os.path.exists(n)]
+        missing = [n for n in ["s3dis_infos_Area_5.pkl"] if not os.path.exists(os.path.join(root, n))]
     if missing:
         raise SystemExit(f"--final-eval-root {root} has no {missing[0]}; make fresh held-out data with: "
                          + HELDOUT_HINT[task].format(root=root))
@@ -203,10 +202,9 @@ def final_eval_cmd(args, arm, out_dir, work):
         cfg = os.path.join(out_dir, dumped[0]) if dumped else args.configs_3d[arm]
         return [sys.executable, os.path.join(ROOT, "tools", "test_3d.py"), cfg,
                 os.path.join(out_dir, f"iter_{args.iters}.pth"), "--work-dir", work, "--data-root", root]
-    from influencerformer2d.data.datasets import coco_split_files
+    from influencerformer2d.data.datasets import own_val_opts
 
-    opts = ["DATASETS.OWN_VAL.NAME", "ab_heldout"]
-    opts += [x for k, v in coco_split_files(root, "val").items() for x in (f"DATASETS.OWN_VAL.{k.upper()}", v)]
+    opts = own_val_opts(root, "ab_heldout")
     return [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
             os.path.join(out_dir, "config.yaml"), "--eval-only",
             "MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth"), "DATASETS.TEST", "('own_data',)", *opts,

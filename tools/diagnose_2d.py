@@ -38,7 +38,8 @@ from influencer_core.transport import sinkhorn_plan
 from influencerformer2d.checkpoint import CheckedCheckpointer
 from influencerformer2d.config import load_config
 from influencerformer2d.data.dataset_mappers import build_train_mapper
-from influencerformer2d.data.datasets import DatasetError, coco_split_files, register_checkout_synthetic_coco
+from influencerformer2d.data.datasets import (DatasetError, missing_split_files, own_val_opts,
+                                             register_checkout_synthetic_coco)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,13 +53,11 @@ def load_run(run, heldout=None, extra=()):
     opts = ["MODEL.WEIGHTS", weights, "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SCALE", "1.0",
             "INPUT.MAX_SCALE", "1.0", *extra]
     if heldout:
-        files = coco_split_files(heldout, "val")
-        missing = [os.path.relpath(v, heldout) for v in files.values() if not os.path.exists(v)]
+        missing = missing_split_files(heldout, "val")
         if missing:
             raise DatasetError(f"--heldout {heldout} has no {missing[0]}; make one with: python "
                                f"datasets/prepare_synthetic_2d.py --out {heldout} --train 1 --val 500 --seed 1")
-        opts += ["DATASETS.OWN_VAL.NAME", "diagnose_heldout", "DATASETS.TEST", "('own_data',)"]
-        opts += [x for k, v in files.items() for x in (f"DATASETS.OWN_VAL.{k.upper()}", v)]
+        opts += [*own_val_opts(heldout, "diagnose_heldout"), "DATASETS.TEST", "('own_data',)"]
     cfg = load_config(cfg_file, opts)
     model = build_model(cfg).eval()
     CheckedCheckpointer(model, source="model_final.pth").load(weights)

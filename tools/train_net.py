@@ -62,6 +62,7 @@ register_checkout_synthetic_coco(ROOT)  # datasets/generated/synthetic_coco unle
 RUN_MARKERS = ("last_checkpoint", "model_*.pth", "metrics.json")
 RUN_LOGS = ("events.out.tfevents.*", "log.txt", "log.txt.rank*", "inference")
 
+
 def _fast_coco_eval_available() -> bool:
     """detectron2's C++ COCOeval needs its compiled extension (absent in registry builds)."""
     try:

@@ -49,6 +49,9 @@ __all__ = [
     "register_synthetic_coco",
     "register_coco_panoptic",
     "register_coco_dataset",
+    "coco_split_files",
+    "missing_split_files",
+    "own_val_opts",
 ]
 
 
@@ -107,6 +110,20 @@ def coco_split_files(root, split):
         "sem_seg_root": os.path.join(root, f"panoptic_semseg_{split}2017"),
         "instances_json": os.path.join(root, "annotations", f"instances_{split}2017.json"),
     }
+
+
+def missing_split_files(root, split):
+    """The files and folders of :func:`coco_split_files` that do not exist, relative to root."""
+    return [os.path.relpath(p, root) for p in coco_split_files(root, split).values() if not os.path.exists(p)]
+
+
+def own_val_opts(root, name, split="val"):
+    """Config overrides (KEY, VALUE, ...) pointing ``DATASETS.OWN_VAL`` (registered as ``own_data``)
+    at the COCO-layout ``split`` under root, under the dataset name ``name``."""
+    opts = ["DATASETS.OWN_VAL.NAME", name]
+    for key, path in coco_split_files(root, split).items():
+        opts += [f"DATASETS.OWN_VAL.{key.upper()}", path]
+    return opts
 
 
 def _require(paths, hint):
