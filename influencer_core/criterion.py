@@ -773,6 +773,14 @@ class OTInfluencerCriterion(SharedPointCriterion):
     quality of its mask as well as its share of the instance, which is what the score that ranks
     predictions for AP needs. 0 (default): off, the plan row itself.
 
+    ``class_smoothing`` = s in [0, 1): label smoothing among the object classes. The part of a
+    query's class target that names an instance's class (either ``class_target``) keeps 1 - s
+    of its mass on that class and spreads s evenly over all C object classes; the "no object"
+    share is unchanged, so the plan's split between instances and "no object" is kept. A
+    query's runner-up classes then keep some probability, so upstream's top-k over
+    (query, class) pairs can report its mask under a second class too (docs/convergence_3d.md).
+    Only the loss changes, not the plan's cost. 0 (default): off.
+
     ``marginal_relax`` = tau > 0: relaxed marginals (unbalanced transport, as RTP-DETR's
     Sinkhorn assignment): an instance takes at least one unit of query mass and more where
     several queries are cheap for it, the excess penalised by ``tau * KL`` (extra positives that
@@ -803,7 +811,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5,
                  reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
                  check_values: bool = True, class_quality: float = 0.0, marginal_relax: float = 0.0,
-                 exclusion_spare_better: bool = False):
+                 exclusion_spare_better: bool = False, class_smoothing: float = 0.0):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
         owner = type(self).__name__
         self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, exclusion_weight=exclusion_weight,
@@ -819,6 +827,9 @@ class OTInfluencerCriterion(SharedPointCriterion):
             raise ValueError(f"{owner}: class_quality > 0 needs class_target='query' (a soft label per query), "
                              f"got class_target={class_target!r}")
         self.class_quality = float(class_quality)
+        check_number(owner, "class_smoothing", class_smoothing, low=0, high=1, high_open=True,
+                     hint="0 = off; the share of an instance's class label spread over all classes")
+        self.class_smoothing = float(class_smoothing)
         check_number(owner, "marginal_relax", marginal_relax, low=0,
                      hint="0 = exact instance masses; tau > 0: the KL weight of relaxed ones")
         self.marginal_relax = float(marginal_relax)
@@ -873,7 +884,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
         k = labels.shape[1]
         idx = labels.clamp(max=self.num_classes).unsqueeze(1).expand(-1, logp.shape[1], k)
         ce = -torch.gather(logp, 2, idx)
-        return {"ce": ce, "bce": bce, "dice": dice, "ce_none": -logp[..., -1], "logp_none": logp[..., -1]}
+        out = {"ce": ce, "bce": bce, "dice": dice, "ce_none": -logp[..., -1], "logp_none": logp[..., -1]}
+        if self.class_smoothing > 0:  # CE against the uniform label over the object classes [B, Q]
+            out["ce_uniform"] = -logp[..., :-1].mean(-1)
+        return out
 
     def cost_matrix(self, costs: Dict[str, Tensor]) -> Tensor:
         """Transport cost [B, Q, K+1] (last column: no object), detached."""
@@ -990,6 +1004,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
         eos = self.no_object_weight
         num_masks = state["num_masks"]
         ce_den = to_inst.sum() + eos * to_none.sum()
+        ce_inst = costs["ce"]  # CE of a query against instance k's class label [B, Q, K]
+        if self.class_smoothing > 0:  # the label (1 - s) on k's class + s uniform over the classes
+            s = self.class_smoothing
+            ce_inst = (1 - s) * ce_inst + s * costs["ce_uniform"].unsqueeze(-1)
         if self.class_target == "query":  # one soft-label CE per query (target = its plan row)
             weight = to_inst.sum(-1) + eos * to_none  # [B, Q]
             label_inst, label_none = to_inst, to_none
@@ -997,9 +1015,9 @@ class OTInfluencerCriterion(SharedPointCriterion):
                 quality = (1 - costs["dice"].detach()).clamp(0, 1).pow(self.class_quality)
                 label_inst = to_inst * quality
                 label_none = to_none + (to_inst - label_inst).sum(-1)
-            ce_num = (weight * ((label_inst * costs["ce"]).sum(-1) + label_none * costs["ce_none"])).sum()
+            ce_num = (weight * ((label_inst * ce_inst).sum(-1) + label_none * costs["ce_none"])).sum()
         else:  # every unit of plan mass is one CE term; no-object mass down-weighted by eos
-            ce_num = (to_inst * costs["ce"]).sum() + eos * (to_none * costs["ce_none"]).sum()
+            ce_num = (to_inst * ce_inst).sum() + eos * (to_none * costs["ce_none"]).sum()
         # duplicates: no-object queries whose mask overlaps an instance (dice coefficient > t)
         # an instance shared by several queries (aux_capacity > 1) still weighs one mask; plan
         # entries below PLAN_FLOOR (a share of one mask's loss) are dropped from the mask terms,

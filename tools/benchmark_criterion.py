@@ -8,11 +8,15 @@ runs in its own process so peak memory is that case's alone.
     python tools/benchmark_criterion.py --cases coco-k7 --repeats 3
     python tools/benchmark_criterion.py --device cuda --json-out bench.json
     python tools/benchmark_criterion.py --check-overhead     # cost of the input value checks
+    python tools/benchmark_criterion.py --upstream-mask2former ~/src/Mask2Former \
+        --upstream-oneformer3d ~/src/oneformer3d                # upstream's criteria beside ours
 
 Cases: coco-k7 / coco-k50 (B=2, Q=100, 133 classes, 10 layers, 256x256 masks,
 12544 points) and s3dis (B=2, Q=400, 13 classes, P=30000 superpoints, K=20,
 4 layers).  ``speedup_vs_hungarian`` compares against the Hungarian baseline
-measured in the same run.
+measured in the same run; with ``--upstream-*`` (a local clone of the upstream repository,
+read by tools/upstream_criteria.py) upstream's own criterion is timed on the same inputs and
+``speedup_vs_upstream`` compares against it.
 """
 from __future__ import annotations
 
@@ -74,13 +78,23 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_single(criterion: str, case_name: str, device: str, repeats: int, warmup: int, threads: int) -> dict:
+def run_single(criterion: str, case_name: str, device: str, repeats: int, warmup: int, threads: int,
+               upstream_root: str = None) -> dict:
     import torch
-    from influencer_core import build_criterion
 
     torch.set_num_threads(threads)
     case = CASES[case_name]
-    crit = build_criterion(criterion, num_classes=case["C"]).to(device)
+    if criterion.startswith("upstream-"):  # upstream's own code, from the user's checkout
+        import upstream_criteria
+
+        total = upstream_criteria.build(criterion, upstream_root, case, device)
+    else:
+        from influencer_core import build_criterion
+
+        crit = build_criterion(criterion, num_classes=case["C"]).to(device)
+
+        def total(outputs, targets):
+            return crit.total_loss(crit(outputs, targets))
     outputs, targets, leaves = make_inputs(case, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     base = rss_mb()
@@ -93,8 +107,7 @@ def run_single(criterion: str, case_name: str, device: str, repeats: int, warmup
             t.grad = None
         sync()
         t0 = time.perf_counter()
-        losses = crit(outputs, targets)
-        crit.total_loss(losses).backward()
+        total(outputs, targets).backward()
         sync()
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1000)
@@ -175,24 +188,44 @@ def main() -> None:
     ap.add_argument("--json-out", default=None, help="also write all results to this file")
     ap.add_argument("--check-overhead", action="store_true",
                     help="instead: time each criterion with its value checks on and off (check_values), alternating")
+    ap.add_argument("--upstream-mask2former", default=None, metavar="DIR",
+                    help="a Mask2Former clone: also time its SetCriterion at the COCO cases")
+    ap.add_argument("--upstream-oneformer3d", default=None, metavar="DIR",
+                    help="a OneFormer3D clone: also time its InstanceCriterion at the S3DIS case")
     ap.add_argument("--single", nargs=2, metavar=("CRITERION", "CASE"), help=argparse.SUPPRESS)
+    ap.add_argument("--upstream-root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.single:
-        run = run_check_overhead if args.check_overhead else run_single
-        res = run(args.single[0], args.single[1], args.device, args.repeats, args.warmup, args.threads)
+        if args.check_overhead:
+            res = run_check_overhead(args.single[0], args.single[1], args.device, args.repeats, args.warmup,
+                                     args.threads)
+        else:
+            res = run_single(args.single[0], args.single[1], args.device, args.repeats, args.warmup,
+                             args.threads, args.upstream_root)
         print(json.dumps(res))
         return
 
     from influencer_core import CRITERIA
+    from upstream_criteria import UPSTREAM, missing_files
 
     criteria = args.criteria or ["hungarian"] + sorted(c for c in CRITERIA if c != "hungarian")
+    roots = {name: getattr(args, name.replace("-", "_")) for name in UPSTREAM}
+    roots = {name: os.path.abspath(os.path.expanduser(r)) for name, r in roots.items() if r}
+    for name, root in roots.items():
+        lacking = missing_files(name, root)
+        if lacking:
+            ap.error(f"--{name} {root}: not a {UPSTREAM[name][0]} checkout (it lacks {', '.join(lacking)})")
+    if roots and args.check_overhead:
+        ap.error("--check-overhead times our criteria only; drop the --upstream-* options")
     results = []
     for case in args.cases:
-        for crit in criteria:
+        extra = [name for name in roots if case in UPSTREAM[name][2]]
+        for crit in criteria + extra:
             cmd = [sys.executable, os.path.abspath(__file__), "--single", crit, case, "--device", args.device,
                    "--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
             cmd += ["--check-overhead"] if args.check_overhead else []
+            cmd += ["--upstream-root", roots[crit]] if crit in roots else []
             # 2 MB pages for large CPU tensors (a PyTorch allocator option): fewer page faults
             env = dict(os.environ, THP_MEM_ALLOC_ENABLE=os.environ.get("THP_MEM_ALLOC_ENABLE", "1"))
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -206,9 +239,11 @@ def main() -> None:
         if args.check_overhead:
             continue
         hung = next((r for r in results if r["case"] == case and r["criterion"] == "hungarian"), None)
+        up = next((r for r in results if r["case"] == case and r["criterion"] in extra), None)
         for r in results:
             if r["case"] == case:
                 r["speedup_vs_hungarian"] = round(hung["median_ms"] / r["median_ms"], 2) if hung else None
+                r["speedup_vs_upstream"] = round(up["median_ms"] / r["median_ms"], 2) if up else None
                 if "_printed" not in r:
                     print(json.dumps(r), flush=True)
                     r["_printed"] = True
@@ -220,11 +255,11 @@ def main() -> None:
     for r in results:
         r.pop("_printed", None)
     print()
-    print("| case | criterion | median ms | peak MB | speedup vs hungarian |")
-    print("|---|---|---|---|---|")
+    print("| case | criterion | median ms | peak MB | speedup vs hungarian | speedup vs upstream |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['case']} | {r['criterion']} | {r['median_ms']} | {r['peak_mem_mb']} "
-              f"| {r['speedup_vs_hungarian']} |")
+              f"| {r['speedup_vs_hungarian']} | {r['speedup_vs_upstream']} |")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=1)

@@ -1,4 +1,4 @@
-"""test_cfg.one_class_per_query of the 3D instance inference (detector._instances, shared by the
+"""test_cfg.one_class_per_query and class_temperature of the 3D instance inference (detector._instances, shared by the
 S3DIS and ScanNet models): off (default, upstream), a query whose class probability is split
 between two classes is reported twice with the same mask; on, once, under its most probable
 class, scored by that probability times its objectness."""
@@ -19,8 +19,8 @@ MASK_LOGITS = torch.full((3, 12), -10.0)
 MASK_LOGITS[0, :5] = MASK_LOGITS[1, 5:10] = MASK_LOGITS[2, 10:] = 10.0
 
 
-def _instances(obj, one_class_per_query=None, topk=6):
-    cfg = dict(topk_insts=topk, sp_score_thr=0.5, npoint_thr=0, nms=False, obj_normalization=False)
+def _instances(obj, one_class_per_query=None, topk=6, **extra):
+    cfg = dict(topk_insts=topk, sp_score_thr=0.5, npoint_thr=0, nms=False, obj_normalization=False, **extra)
     if one_class_per_query is not None:
         cfg['one_class_per_query'] = one_class_per_query
     owner = types.SimpleNamespace(test_cfg=ConfigDict(cfg), num_classes=N_CLS)
@@ -68,3 +68,19 @@ def test_negative_objectness_keeps_the_most_probable_class():
     _, labels, scores = ScanNetOneFormer3D._instances(owner, CLS_LOGITS, obj, MASK_LOGITS, torch.arange(12),
                                                       score_threshold=-1.0)
     assert sorted(labels.tolist()) == [0, 0, 2] and (scores < 0).all()
+
+
+def test_class_temperature_scores_with_the_flattened_softmax():
+    """class_temperature T: scores are softmax(logits / T); T = 1 is the default, T > 1 lifts
+    every query's runner-up classes, T <= 0 is an error."""
+    obj = torch.ones(3, 1)
+    default = _instances(obj)
+    same = _instances(obj, class_temperature=1.0)
+    for a, b in zip(default, same):
+        assert torch.equal(a, b)
+    _, labels, scores = _instances(obj, topk=12, class_temperature=4.0)
+    probs = torch.softmax(CLS_LOGITS / 4.0, -1)[:, :-1]
+    torch.testing.assert_close(scores, probs.flatten().sort(descending=True).values)
+    assert scores.min() > torch.softmax(CLS_LOGITS, -1)[:, :-1].min()  # the tail is lifted
+    with pytest.raises(ValueError, match='class_temperature'):
+        _instances(obj, class_temperature=0.0)

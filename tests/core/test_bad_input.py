@@ -154,6 +154,7 @@ def test_every_numeric_option_rejects_negative_and_non_finite_values(name, optio
     ("ot", "score_iou_thr", 1.5, "score_iou_thr < 1"),
     ("ot", "class_target", "soft", "'mass' or 'query'"),
     ("ot", "class_quality", -1.0, "0 = off"),
+    ("ot", "class_smoothing", 1.0, "0 = off"),
     ("hungarian", "num_points", 0, "points per mask"),
     ("hungarian", "oversample_ratio", 0.5, "candidate points"),
     ("hungarian", "importance_sample_ratio", 1.5, "importance_sample_ratio <= 1"),

@@ -489,6 +489,41 @@ def test_iou_aware_class_target_minimiser(a):
         build_criterion("ot", num_classes=C, class_quality=a, class_target="mass")
 
 
+@pytest.mark.parametrize("class_target", ["query", "mass"])
+@pytest.mark.parametrize("s", [0.1, 0.5])
+def test_class_smoothing_minimiser(class_target, s):
+    """class_smoothing = s: for a fixed plan the CE is minimised where the instance part of a
+    query's target keeps 1 - s on the instance's class and spreads s over all C object classes,
+    "no object" unchanged (class_target "query": the row; "mass": the eos-reweighted row)."""
+    g = torch.Generator().manual_seed(2)
+    q, k, p = 5, 2, 30
+    labels = torch.tensor([1, 3])
+    masks = (torch.rand(k, p, generator=g) > 0.5).float()
+    crit = build_criterion("ot", num_classes=C, class_smoothing=s, class_target=class_target)
+    state = crit.prepare([as_outputs(torch.zeros(q, p), torch.zeros(q, C + 1))], [{"labels": labels, "masks": masks}])
+    plan = torch.rand(1, q, k + 1, generator=g)
+    plan = plan / plan.sum(-1, keepdim=True)
+    inst = plan[0, :, :k]
+    target = torch.zeros(q, C + 1)
+    target[:, labels] = (1 - s) * inst
+    target[:, :C] += s * inst.sum(-1, keepdim=True) / C
+    target[:, C] = plan[0, :, k]
+    if class_target == "mass":
+        target[:, C] *= crit.no_object_weight
+        target = target / target.sum(-1, keepdim=True)
+    logits = target.clamp(min=1e-12).log().requires_grad_(True)
+    x = torch.zeros(1, q, p)
+    loss = crit.losses_from_plan(crit.pair_costs(logits[None], x, state["targets"], state["labels"]), plan,
+                                 state)["loss_ce"]
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert grad.abs().max() < 1e-5
+    # the plan's cost is the unsmoothed one
+    plain = build_criterion("ot", num_classes=C, class_target=class_target)
+    lg = torch.randn(1, q, C + 1, generator=g)
+    assert torch.equal(crit.cost_matrix(crit.pair_costs(lg, x, state["targets"], state["labels"])),
+                       plain.cost_matrix(plain.pair_costs(lg, x, state["targets"], state["labels"])))
+
+
 def test_query_class_target_rejects_unknown_name():
     with pytest.raises(ValueError, match="class_target"):
         build_criterion("ot", num_classes=C, class_target="soft")

@@ -47,6 +47,7 @@ CRITERION_OPTION_KEYS = {
     "exclusion_spare_better": "INFLUENCER.EXCLUSION_SPARE_BETTER",
     "class_target": "INFLUENCER.CLASS_TARGET",
     "class_quality": "INFLUENCER.CLASS_QUALITY",
+    "class_smoothing": "INFLUENCER.CLASS_SMOOTHING",
     "aux_capacity": "INFLUENCER.AUX_CAPACITY",
     "marginal_relax": "INFLUENCER.MARGINAL_RELAX",
     "reuse_final_plan": "INFLUENCER.REUSE_FINAL_PLAN",
@@ -207,6 +208,9 @@ def add_influencerformer_config(cfg):
     # IoU-aware class targets (CLASS_TARGET "query"): the class share of a query's label times
     # dice(query mask, instance)^CLASS_QUALITY, the rest "no object"; 0: off.
     cfg.MODEL.MASK_FORMER.INFLUENCER.CLASS_QUALITY = 0.0
+    # Label smoothing among the object classes: an instance's class label keeps 1 - s on its
+    # class and spreads s over all classes ("no object" share unchanged); 0: off.
+    cfg.MODEL.MASK_FORMER.INFLUENCER.CLASS_SMOOTHING = 0.0
     # Query mass each instance takes in the auxiliary decoder layers (1: one-to-one as in the
     # final layer; > 1: one-to-many supervision of the intermediate predictions).
     cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY = 1.0

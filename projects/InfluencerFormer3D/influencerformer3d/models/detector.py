@@ -195,7 +195,9 @@ class _OneFormer3DBase(Base3DDetector):
         With ``test_cfg.one_class_per_query`` (default False: upstream, where every (query, class)
         pair competes for the ``topk_insts`` candidates, so one query's mask can be reported under
         several classes) each query is a candidate once, under its most probable class, scored
-        by that probability times its objectness.
+        by that probability times its objectness. ``test_cfg.class_temperature`` T (default 1,
+        upstream) scores with ``softmax(cls_logits / T)``: T > 1 flattens each query's class
+        distribution, so its runner-up classes compete for the candidates too.
 
         Returns:
             masks [n, N] bool, labels [n], scores [n].
@@ -205,7 +207,10 @@ class _OneFormer3DBase(Base3DDetector):
         if cls_logits.shape[1] != n_cls + 1:
             raise ValueError(f'cls_preds have {cls_logits.shape[1]} columns, expected '
                              f'num_classes + 1 = {n_cls + 1}')
-        scores = F.softmax(cls_logits, dim=-1)[:, :-1]
+        temperature = cfg.get('class_temperature', 1.0)
+        if not temperature > 0:
+            raise ValueError(f'test_cfg.class_temperature must be > 0 (1 = upstream), got {temperature}')
+        scores = F.softmax(cls_logits / temperature, dim=-1)[:, :-1]
         if cfg.get('one_class_per_query', False):
             # the label from the class probabilities alone: an objectness below 0 (early in
             # training) must not turn the least probable class into the best product
@@ -277,7 +282,8 @@ class S3DISOneFormer3D(_OneFormer3DBase):
         test_cfg (dict): ``topk_insts``, ``inst_score_thr``, ``pan_score_thr``, ``npoint_thr``,
             ``obj_normalization``, ``obj_normalization_thr``, ``sp_score_thr``, ``nms``,
             ``matrix_nms_kernel``, ``num_sem_cls``, ``stuff_cls``, ``thing_cls``; optional
-            ``one_class_per_query`` (default False, see :meth:`_instances`).
+            ``one_class_per_query`` (default False) and ``class_temperature`` (default 1), see
+            :meth:`_instances`.
         data_preprocessor, init_cfg: as mmengine's ``BaseModel``.
 
     Data samples: ``gt_pts_seg.pts_semantic_mask`` [N] (0..num_classes, num_classes =
