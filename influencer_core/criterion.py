@@ -781,6 +781,14 @@ class OTInfluencerCriterion(SharedPointCriterion):
     (query, class) pairs can report its mask under a second class too (docs/convergence_3d.md).
     Only the loss changes, not the plan's cost. 0 (default): off.
 
+    ``class_cost`` decides the class part of the plan's cost. ``"ce"`` (default): the class
+    loss itself, ``class_weight * CE`` per pair and ``class_weight * no_object_weight * CE(no
+    object)`` for the no-object column, so the plan-weighted losses are the gradient of the
+    transport value. ``"prob"``: as Mask2Former's and OneFormer3D's matchers,
+    ``-class_weight * p(class of k)`` per pair and 0 for the no-object column, so which queries
+    own instances is decided by the instance costs alone and a confidently wrong class costs at
+    most ``class_weight`` instead of an unbounded CE; the losses are unchanged.
+
     ``marginal_relax`` = tau > 0: relaxed marginals (unbalanced transport, as RTP-DETR's
     Sinkhorn assignment): an instance takes at least one unit of query mass and more where
     several queries are cheap for it, the excess penalised by ``tau * KL`` (extra positives that
@@ -811,7 +819,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5,
                  reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
                  check_values: bool = True, class_quality: float = 0.0, marginal_relax: float = 0.0,
-                 exclusion_spare_better: bool = False, class_smoothing: float = 0.0):
+                 exclusion_spare_better: bool = False, class_smoothing: float = 0.0, class_cost: str = "ce"):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
         owner = type(self).__name__
         self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, exclusion_weight=exclusion_weight,
@@ -819,6 +827,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
         _check_sampling(owner, oversample_ratio, importance_sample_ratio)
         check_number(owner, "sinkhorn_iters", sinkhorn_iters, low=1, integer=True,
                      hint="with no iteration the plan ignores the costs and the mask losses vanish")
+        if class_cost not in ("ce", "prob"):
+            raise ValueError(f"{owner}: class_cost must be 'ce' (the class loss) or 'prob' (as upstream's "
+                             f"matchers), got {class_cost!r}")
+        self.class_cost = class_cost
         if class_target not in ("mass", "query"):
             raise ValueError(f"{owner}: class_target must be 'mass' or 'query', got {class_target!r}")
         check_number(owner, "class_quality", class_quality, low=0,
@@ -891,8 +903,13 @@ class OTInfluencerCriterion(SharedPointCriterion):
 
     def cost_matrix(self, costs: Dict[str, Tensor]) -> Tensor:
         """Transport cost [B, Q, K+1] (last column: no object), detached."""
-        cost_k = self.class_weight * costs["ce"] + self.mask_weight * costs["bce"] + self.dice_weight * costs["dice"]
-        cost_none = self.class_weight * self.no_object_weight * costs["ce_none"]
+        mask_k = self.mask_weight * costs["bce"] + self.dice_weight * costs["dice"]
+        if self.class_cost == "prob":  # upstream's matching cost: -p(class), no-object column free
+            cost_k = mask_k - self.class_weight * torch.exp(-costs["ce"])
+            cost_none = torch.zeros_like(costs["ce_none"])
+        else:
+            cost_k = mask_k + self.class_weight * costs["ce"]
+            cost_none = self.class_weight * self.no_object_weight * costs["ce_none"]
         return torch.cat([cost_k, cost_none.unsqueeze(-1)], dim=2).detach()
 
     def plan(self, costs: Dict[str, Tensor], valid: Tensor, query_valid: Optional[Tensor] = None) -> Tensor:

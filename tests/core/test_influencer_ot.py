@@ -524,6 +524,32 @@ def test_class_smoothing_minimiser(class_target, s):
                        plain.cost_matrix(plain.pair_costs(lg, x, state["targets"], state["labels"])))
 
 
+def test_class_cost_prob_is_upstreams_matching_cost():
+    """class_cost="prob": the plan's class cost is -class_weight * p(class of k) per pair (as
+    Mask2Former's / OneFormer3D's matchers) and the no-object column costs 0; the mask terms and
+    every loss given a plan are those of the default ("ce")."""
+    g = torch.Generator().manual_seed(3)
+    q, k, p = 6, 3, 40
+    labels = torch.tensor([0, 2, 4])
+    masks = (torch.rand(k, p, generator=g) > 0.5).float()
+    x = torch.randn(1, q, p, generator=g)
+    logits = torch.randn(1, q, C + 1, generator=g)
+    crits = {c: build_criterion("ot", num_classes=C, class_cost=c) for c in ("ce", "prob")}
+    state = crits["ce"].prepare([as_outputs(x[0], logits[0])], [{"labels": labels, "masks": masks}])
+    costs = crits["ce"].pair_costs(logits, x, state["targets"], state["labels"])
+    ce_cost, prob_cost = (crits[c].cost_matrix(costs) for c in ("ce", "prob"))
+    w = crits["ce"].class_weight
+    prob = logits.softmax(-1)[0][:, labels]
+    torch.testing.assert_close(prob_cost[0, :, :k] - (ce_cost[0, :, :k] - w * costs["ce"][0]), -w * prob)
+    assert torch.equal(prob_cost[0, :, k], torch.zeros(q))
+    plan = torch.rand(1, q, k + 1, generator=g)
+    plan = plan / plan.sum(-1, keepdim=True)
+    a, b = (crits[c].losses_from_plan(costs, plan, state) for c in ("ce", "prob"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    with pytest.raises(ValueError, match="class_cost"):
+        build_criterion("ot", num_classes=C, class_cost="logit")
+
+
 def test_query_class_target_rejects_unknown_name():
     with pytest.raises(ValueError, match="class_target"):
         build_criterion("ot", num_classes=C, class_target="soft")

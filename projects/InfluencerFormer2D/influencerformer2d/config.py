@@ -48,6 +48,7 @@ CRITERION_OPTION_KEYS = {
     "class_target": "INFLUENCER.CLASS_TARGET",
     "class_quality": "INFLUENCER.CLASS_QUALITY",
     "class_smoothing": "INFLUENCER.CLASS_SMOOTHING",
+    "class_cost": "INFLUENCER.CLASS_COST",
     "aux_capacity": "INFLUENCER.AUX_CAPACITY",
     "marginal_relax": "INFLUENCER.MARGINAL_RELAX",
     "reuse_final_plan": "INFLUENCER.REUSE_FINAL_PLAN",
@@ -211,6 +212,9 @@ def add_influencerformer_config(cfg):
     # Label smoothing among the object classes: an instance's class label keeps 1 - s on its
     # class and spreads s over all classes ("no object" share unchanged); 0: off.
     cfg.MODEL.MASK_FORMER.INFLUENCER.CLASS_SMOOTHING = 0.0
+    # Class part of the plan's cost: "ce" (the class loss; the no-object column costs its CE) or
+    # "prob" (Mask2Former's matching cost -p(class); the no-object column costs 0).
+    cfg.MODEL.MASK_FORMER.INFLUENCER.CLASS_COST = "ce"
     # Query mass each instance takes in the auxiliary decoder layers (1: one-to-one as in the
     # final layer; > 1: one-to-many supervision of the intermediate predictions).
     cfg.MODEL.MASK_FORMER.INFLUENCER.AUX_CAPACITY = 1.0
