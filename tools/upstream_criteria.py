@@ -77,9 +77,10 @@ def _mask2former(root: str, case: dict, device: str):
     matcher_mod = sys.modules[mod.__name__.rsplit(".", 1)[0] + ".matcher"]
     points = 112 * 112
     matcher = matcher_mod.HungarianMatcher(cost_class=2.0, cost_mask=5.0, cost_dice=5.0, num_points=points)
-    weights = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+    final = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+    weights = dict(final)  # and the same weights for every auxiliary layer, as Mask2Former's config
     for i in range(case["L"] - 1):
-        weights.update({f"{k}_{i}": v for k, v in list(weights.items())[:3]})
+        weights.update({f"{k}_{i}": v for k, v in final.items()})
     crit = mod.SetCriterion(case["C"], matcher=matcher, weight_dict=weights, eos_coef=0.1,
                             losses=["labels", "masks"], num_points=points, oversample_ratio=3.0,
                             importance_sample_ratio=0.75).to(device)

@@ -421,6 +421,14 @@ def test_importance_sampled_loss_keeps_the_one_to_one_minimum(seed):
     assert torch.isfinite(out["pred_masks"].grad).all() and out["pred_masks"].grad.abs().sum() > 0
 
 
+def _ce_at_target(crit, target, x, plan, state):
+    """loss_ce of ``crit`` for the fixed ``plan`` with class logits log(target) [Q, C+1] and mask
+    logits ``x`` [1, Q, P]; returns (loss, logits) with logits a leaf for autograd."""
+    logits = target.clamp(min=1e-12).log().requires_grad_(True)
+    costs = crit.pair_costs(logits[None], x, state["targets"], state["labels"])
+    return crit.losses_from_plan(costs, plan, state)["loss_ce"], logits
+
+
 @pytest.mark.parametrize("class_target", ["mass", "query"])
 def test_class_loss_minimiser_given_a_soft_plan(class_target):
     """For a fixed soft plan, the CE is minimised where softmax(logits) of query q equals
@@ -440,9 +448,7 @@ def test_class_loss_minimiser_given_a_soft_plan(class_target):
     if class_target == "mass":
         target[:, C] *= eos
         target = target / target.sum(-1, keepdim=True)
-    logits = target.clamp(min=1e-12).log().requires_grad_(True)
-    costs = crit.pair_costs(logits[None], torch.zeros(1, q, p), state["targets"], state["labels"])
-    loss = crit.losses_from_plan(costs, plan, state)["loss_ce"]
+    loss, logits = _ce_at_target(crit, target, torch.zeros(1, q, p), plan, state)
     (grad,) = torch.autograd.grad(loss, logits)
     assert grad.abs().max() < 1e-5
     # and moving away from it raises the loss
@@ -470,9 +476,7 @@ def test_iou_aware_class_target_minimiser(a):
     target = torch.zeros(q, C + 1)
     target[:, labels] = plan[0, :, :k] * dice.pow(a)
     target[:, C] = 1 - target[:, labels].sum(-1)
-    logits = target.clamp(min=1e-12).log().requires_grad_(True)
-    loss = crit.losses_from_plan(crit.pair_costs(logits[None], x, state["targets"], state["labels"]), plan,
-                                 state)["loss_ce"]
+    loss, logits = _ce_at_target(crit, target, x, plan, state)
     (grad,) = torch.autograd.grad(loss, logits)
     assert grad.abs().max() < 1e-5
     # a = 0 is today's target; with perfect masks (dice = 1) the two agree
@@ -511,10 +515,8 @@ def test_class_smoothing_minimiser(class_target, s):
     if class_target == "mass":
         target[:, C] *= crit.no_object_weight
         target = target / target.sum(-1, keepdim=True)
-    logits = target.clamp(min=1e-12).log().requires_grad_(True)
     x = torch.zeros(1, q, p)
-    loss = crit.losses_from_plan(crit.pair_costs(logits[None], x, state["targets"], state["labels"]), plan,
-                                 state)["loss_ce"]
+    loss, logits = _ce_at_target(crit, target, x, plan, state)
     (grad,) = torch.autograd.grad(loss, logits)
     assert grad.abs().max() < 1e-5
     # the plan's cost is the unsmoothed one
