@@ -12,6 +12,7 @@ from mmengine.structures import InstanceData
 
 import influencerformer3d  # noqa: F401
 from influencerformer3d.models import HungarianInstanceCriterion, InfluencerCriterion
+from influencerformer3d.models.influencer_criterion import DEFAULTS
 from influencer_core import OTInfluencerCriterion
 from tests import ROOT
 
@@ -208,9 +209,13 @@ def test_ot_wrapper_is_the_core_loss(class_target, aux_capacity, excl, n_aux):
     pred["aux_outputs"] = [make_layer((7, 7), ps, insts, scores=False, seed=9, good=2)][:n_aux]
     kw = dict(mask_weight=1.0, dice_weight=1.0, class_target=class_target, aux_capacity=aux_capacity,
               exclusion_weight=excl, exclusion_overlap=0.2, epsilon=0.1)
-    crit = InfluencerCriterion(num_classes=C, loss_weight=[0.5, 1.0], non_object_weight=0.05, **kw)
+    crit = InfluencerCriterion(num_classes=C, loss_weight=[0.5, 1.0], non_object_weight=0.05,
+                               fix_dice_loss_weight=None, **kw)
     total = crit(pred, insts)["inst_loss"]
-    core = OTInfluencerCriterion(C, class_weight=0.5, no_object_weight=0.05, **kw)
+    # the wrapper's 3D defaults (near-hard plan: 300 Sinkhorn iterations, -p(class) cost) reach
+    # the core (bg_weight is the reference variant's)
+    ot_defaults = {k: v for k, v in DEFAULTS.items() if k != "bg_weight"}
+    core = OTInfluencerCriterion(C, class_weight=0.5, no_object_weight=0.05, **{**ot_defaults, **kw})
     stack = lambda layer: {"pred_logits": torch.stack(layer["cls_preds"]), "pred_masks": torch.stack(layer["masks"])}
     outputs = dict(stack(pred), aux_outputs=[stack(a) for a in pred["aux_outputs"]])
     ref = core(outputs, [{"labels": i.labels_3d, "masks": i.sp_masks} for i in insts])
@@ -256,7 +261,7 @@ def test_ragged_query_counts_are_the_core_on_per_scene_lists(kw):
                            "pred_scores": layer["scores"]}
     outputs = dict(lists(pred), aux_outputs=[lists(a) for a in pred["aux_outputs"]])
     ref = crit.core(outputs, [{"labels": i.labels_3d, "masks": i.sp_masks} for i in insts])
-    assert torch.equal(total, crit.core.total_loss(ref, crit.scale))
+    assert torch.equal(total, crit.core.total_loss(ref, crit.scale_for(ref, len(insts))))
     assert "loss_score" in ref and "loss_score_0" in ref and torch.isfinite(total)
 
 

@@ -137,18 +137,22 @@ def test_config_loads(name):
 CRITERION_DEFAULTS = dict(
     loss_weight=[0.5, 1.0], variant='ot', attr_weight=1.0, rep_weight=1.0, bg_weight=0.1,
     rep_margin=1.0, temperature=1.0, mask_weight=1.0, dice_weight=1.0, exclusion_weight=0.0,
-    epsilon=0.1, sinkhorn_iters=50, class_target='query', aux_capacity=1.0, exclusion_overlap=0.5,
-    score_weight=0.5, score_iou_thr=0.5, iter_matcher=True)
+    epsilon=0.002, sinkhorn_iters=300, class_cost='prob', class_target='query', aux_capacity=1.0,
+    exclusion_overlap=0.5, score_weight=0.5, score_iou_thr=0.5, iter_matcher=True,
+    fix_dice_loss_weight=True)
 # The criteria the configs built before the defaults moved into the class (literal copy: the
 # values spelled out in the configs, the then class defaults for aux_capacity,
-# exclusion_overlap and score_iou_thr), with one deliberate change since: exclusion_weight
-# 0.5 -> 0 after the 3D convergence study (docs/convergence_3d.md).
+# exclusion_overlap and score_iou_thr), with two deliberate changes since, both after the 3D
+# convergence study (docs/convergence_3d.md): exclusion_weight 0.5 -> 0, and the near-hard plan
+# (epsilon 0.1 annealed to 0.002 by a hook -> 0.002 throughout, sinkhorn_iters 50 -> 300,
+# class_cost 'ce' -> 'prob', fix_dice_loss_weight None -> True).
 _OT_BEFORE = dict(
     type='InfluencerCriterion', variant='ot', loss_weight=[0.5, 1.0], num_classes=13,
     non_object_weight=0.05, attr_weight=1.0, rep_weight=1.0, bg_weight=0.1, rep_margin=1.0,
     temperature=1.0, mask_weight=1.0, dice_weight=1.0, exclusion_weight=0.0,
-    class_target='query', epsilon=0.1, sinkhorn_iters=50, score_weight=0.5, iter_matcher=True,
-    aux_capacity=1.0, exclusion_overlap=0.5, score_iou_thr=0.5)
+    class_target='query', epsilon=0.002, sinkhorn_iters=300, class_cost='prob', score_weight=0.5,
+    iter_matcher=True, aux_capacity=1.0, exclusion_overlap=0.5, score_iou_thr=0.5,
+    fix_dice_loss_weight=True)
 CRITERION_BEFORE = {
     's3dis': _OT_BEFORE,
     'synthetic': _OT_BEFORE,
@@ -177,6 +181,8 @@ def test_criterion_class_defaults():
         crit = InfluencerCriterion(num_classes=13, variant=variant)
         assert (crit.loss_weight, crit.iter_matcher) == (CRITERION_DEFAULTS['loss_weight'],
                                                          CRITERION_DEFAULTS['iter_matcher'])
+        # upstream's dice weighting for 'ot'; the reference loss has no dice term
+        assert crit.fix_dice_loss_weight is (CRITERION_DEFAULTS['fix_dice_loss_weight'] if variant == 'ot' else None)
         core = crit.core
         got = {}
         for key in CRITERION_DEFAULTS:
@@ -201,14 +207,7 @@ def test_influencer_configs_swap_only_the_instance_criterion(name):
     assert not HUNGARIAN_ONLY_KEYS & set(inst), f'Hungarian keys leaked: {set(inst)}'
     assert inst.num_classes == base.model.criterion.inst_criterion.num_classes
     assert inst.non_object_weight == base.model.criterion.inst_criterion.non_object_weight
-    # the only other difference: variant 'ot' anneals its transport temperature
-    hooks = list(cfg.get('custom_hooks', []))
-    annealing = [h for h in hooks if h['type'] == 'EpsilonAnnealingHook']
-    assert annealing == ([dict(type='EpsilonAnnealingHook', start=0.1, end=0.002, kind='exp')]
-                         if arm == 'ot' else [])
-    if annealing:
-        assert annealing[0]['start'] == values['epsilon']
-    cfg.custom_hooks = [h for h in hooks if h['type'] != 'EpsilonAnnealingHook']
+    # nothing else differs: no schedule hook either (the 'ot' plan is near-hard from the start)
     assert _without_inst_criterion(cfg) == _without_inst_criterion(base)
     assert cfg.custom_hooks == base.custom_hooks  # EmptyCacheHook on the real datasets
     assert (dataset == 'synthetic') == (not base.custom_hooks)
@@ -680,3 +679,14 @@ def test_eval_sh(tmp_path):
     assert re.search(r'(torchrun|-m torch\.distributed\.run) --nproc_per_node=4 ', r.stdout)
     assert 'tools/test_3d.py' in r.stdout
     assert r.stdout.strip().endswith('--launcher pytorch')
+
+
+def test_benchmark_times_ot_with_the_3d_settings():
+    """tools/benchmark_criterion.py's point case builds the 'ot' core as the S3DIS config does."""
+    point = load_script('tools/benchmark_criterion.py').POINT_OPTIONS['ot']
+    crit = load('influencerformer_1xb2_s3dis-area-5.py').model.criterion.inst_criterion.to_dict()
+    crit.pop('type')
+    from influencerformer3d.models import InfluencerCriterion
+    core = InfluencerCriterion(**crit).core
+    for key, value in point.items():
+        assert getattr(core, key) == value, key

@@ -4,5 +4,3 @@
 _base_ = ['./influencerformer_1xb4_scannet.py']
 
 model = dict(criterion=dict(inst_criterion=dict(variant='reference')))
-# the reference loss has no transport temperature to anneal
-custom_hooks = [h for h in _base_.custom_hooks if h['type'] != 'EpsilonAnnealingHook']

@@ -3,5 +3,3 @@
 _base_ = ['./influencerformer_synthetic-rooms.py']
 
 model = dict(criterion=dict(inst_criterion=dict(variant='reference')))
-# the reference loss has no transport temperature to anneal
-custom_hooks = [h for h in _base_.custom_hooks if h['type'] != 'EpsilonAnnealingHook']

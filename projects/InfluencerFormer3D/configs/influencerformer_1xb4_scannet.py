@@ -12,6 +12,4 @@ model = dict(
             num_classes=_base_.num_instance_classes,
             non_object_weight=0.1)))  # as the baseline's InstanceCriterion on ScanNet
 
-# Transport temperature annealing: see influencerformer_1xb2_s3dis-area-5.py.
-custom_hooks = _base_.custom_hooks + [
-    dict(type='EpsilonAnnealingHook', start=0.1, end=0.002, kind='exp')]
+# Near-hard transport plan (InfluencerCriterion's 3D defaults): see influencerformer_1xb2_s3dis-area-5.py.
