@@ -5,7 +5,7 @@ long-run reference, on random cost matrices of the benchmark shapes.
 For each (Q, K, epsilon) and iteration count it prints one JSON line: the largest plan entry
 difference to the reference (``--reference-iters``, default 2000), the relative difference of
 the transport value <plan, cost>, and the largest row / column marginal error (rows must sum to
-1, instance columns to 1).  Costs are uniform in [0, scale): near-ties everywhere, a hard case
+1, instance columns to 1); ``--method`` picks the solver measured.  Costs are uniform in [0, scale): near-ties everywhere, a hard case
 (trained models' costs separate more).  ``--costs structured``: each instance has one to three
 good queries (cost ~ U(0.3, 0.7)) among poor ones (~ U(1.5, 2.2)) and "no object" is cheap
 (~ U(0, 0.05)), the near-degenerate shape of a model with duplicate queries, where small epsilon
@@ -35,21 +35,21 @@ def structured_costs(batch: int, q: int, k: int, g: torch.Generator) -> torch.Te
 
 
 def measure(q: int, k: int, epsilon: float, iters: list, reference_iters: int, batch: int, scale: float,
-            seed: int = 0, costs: str = "uniform") -> list:
+            seed: int = 0, costs: str = "uniform", method: str = "scaling") -> list:
     g = torch.Generator().manual_seed(seed)
     if costs == "structured":
         cost = structured_costs(batch, q, k, g)
     else:
         cost = torch.rand(batch, q, k + 1, generator=g) * scale
     valid = torch.ones(batch, k, dtype=torch.bool)
-    ref = sinkhorn_plan(cost, valid, epsilon, reference_iters)
+    ref = sinkhorn_plan(cost, valid, epsilon, reference_iters, method="log")
     ref_value = (ref * cost).sum((1, 2))
     rows = []
     for n in iters:
-        plan = sinkhorn_plan(cost, valid, epsilon, n)
+        plan = sinkhorn_plan(cost, valid, epsilon, n, method=method)
         value = (plan * cost).sum((1, 2))
         rows.append({"Q": q, "K": k, "epsilon": epsilon, "iters": n, "reference_iters": reference_iters,
-                     "costs": costs, "plan_max_diff": float((plan - ref).abs().max()),
+                     "costs": costs, "method": method, "plan_max_diff": float((plan - ref).abs().max()),
                      "row_l1_max": float((plan - ref).abs().sum(2).max()),
                      "value_rel_diff": float(((value - ref_value).abs() / ref_value.abs()).max()),
                      "row_marginal_err": float((plan.sum(2) - 1).abs().max()),
@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=5.0, help="costs are uniform in [0, scale)")
     ap.add_argument("--costs", choices=["uniform", "structured"], default="uniform",
                     help="random cost matrices: uniform, or a few good queries per instance")
+    ap.add_argument("--method", choices=["scaling", "log"], default="scaling",
+                    help="the solver measured (the reference is always the log-domain one, run long)")
     args = ap.parse_args()
     if min(args.iters) < 1 or args.reference_iters < max(args.iters) or min(args.epsilons) <= 0:
         ap.error("need iters >= 1, --reference-iters >= every --iters, epsilons > 0")
@@ -77,7 +79,7 @@ def main() -> None:
             ap.error(f"--shapes takes QxK, e.g. 400x20, got {shape!r}")
         for eps in args.epsilons:
             for row in measure(q, k, eps, args.iters, args.reference_iters, args.batch, args.scale,
-                               costs=args.costs):
+                               costs=args.costs, method=args.method):
                 print(json.dumps(row), flush=True)
 
 

@@ -8,6 +8,7 @@ from scipy.optimize import linear_sum_assignment
 from influencer_core import build_criterion
 from influencer_core.masks import pair_stats
 from influencer_core.transport import sinkhorn_plan
+from tests import load_script
 
 C = 4
 LOSS_KEYS = ("loss_ce", "loss_mask", "loss_dice", "loss_exclusion")
@@ -550,6 +551,52 @@ def test_class_cost_prob_is_upstreams_matching_cost():
     assert all(torch.equal(a[key], b[key]) for key in a)
     with pytest.raises(ValueError, match="class_cost"):
         build_criterion("ot", num_classes=C, class_cost="logit")
+
+
+@pytest.mark.parametrize("costs", ["uniform", "structured"])
+def test_scaling_solver_converges_to_the_log_domain_plan(costs):
+    """The default solver (scalings of a kernel with the duals absorbed, epsilon lowered in
+    steps) and the log-domain one reach the same plan, with padded instances, padded queries
+    and one-to-many capacity; at the 3D setting (epsilon 0.002, 300 iterations) within 0.01 of a
+    query's row, as the log-domain solver itself."""
+    g = torch.Generator().manual_seed(2)
+    b, q, k = 3, 24, 6
+    if costs == "uniform":
+        cost = torch.rand(b, q, k + 1, generator=g) * 4
+    else:
+        cost = load_script("tools/sinkhorn_study.py").structured_costs(b, q, k, g)
+    valid = torch.ones(b, k, dtype=torch.bool)
+    valid[1, 4:] = False
+    query_valid = torch.ones(b, q, dtype=torch.bool)
+    query_valid[2, 20:] = False
+    for eps, iters in [(0.1, 400), (0.01, 1500)]:
+        for capacity in (1.0, torch.tensor([1.0, 2.0, 1.5])):
+            kw = dict(capacity=capacity, query_valid=query_valid)
+            ref = sinkhorn_plan(cost, valid, eps, 8000, method="log", **kw)
+            got = sinkhorn_plan(cost, valid, eps, iters, **kw)
+            log = sinkhorn_plan(cost, valid, eps, iters, method="log", **kw)
+            err, log_err = ((p - ref).abs().sum(2).max() for p in (got, log))
+            assert err < 2e-3 and err < log_err + 1e-4, (eps, capacity, err, log_err)
+            assert got[1, :, 4:6].abs().max() == 0 and got[2, 20:].abs().max() == 0  # padding: exact zeros
+    ref = sinkhorn_plan(cost, valid, 0.002, 6000, method="log")
+    for method in ("log", "scaling"):
+        assert (sinkhorn_plan(cost, valid, 0.002, 300, method=method) - ref).abs().sum(2).max() < 0.01, method
+
+
+def test_scaling_solver_stays_finite_on_wide_cost_ranges():
+    """Cost spans of 1e4 epsilon and more, few or many iterations: the plan is finite, columns
+    fit their masses and rows are probability vectors (no scaling overflows or underflows)."""
+    g = torch.Generator().manual_seed(3)
+    for scale, eps in [(50.0, 1e-3), (500.0, 1e-2), (5.0, 1e-4)]:
+        cost = torch.rand(2, 40, 9, generator=g) * scale
+        valid = torch.ones(2, 8, dtype=torch.bool)
+        for iters in (1, 7, 30, 300):
+            plan = sinkhorn_plan(cost, valid, eps, iters)
+            assert torch.isfinite(plan).all() and (plan >= 0).all(), (scale, eps, iters)
+            assert torch.allclose(plan[:, :, :8].sum(1), torch.ones(2, 8), atol=1e-4), (scale, eps, iters)
+        assert torch.allclose(plan.sum(2), torch.ones(2, 40), atol=1e-3), (scale, eps)  # 300: converged rows
+    with pytest.raises(ValueError, match="method"):
+        sinkhorn_plan(cost, valid, 0.1, 10, method="exact")
 
 
 def test_query_class_target_rejects_unknown_name():
