@@ -5,11 +5,12 @@ long-run reference, on random cost matrices of the benchmark shapes.
 For each (Q, K, epsilon) and iteration count it prints one JSON line: the largest plan entry
 difference to the reference (``--reference-iters``, default 2000), the relative difference of
 the transport value <plan, cost>, and the largest row / column marginal error (rows must sum to
-1, instance columns to 1); ``--method`` picks the solver measured.  Costs are uniform in
-[0, scale): near-ties everywhere, a hard case (trained models' costs separate more).
-``--costs structured``: each instance has one to three good queries (cost ~ U(0.3, 0.7)) among poor ones (~ U(1.5, 2.2)) and "no object" is cheap
-(~ U(0, 0.05)), the near-degenerate shape of a model with duplicate queries, where small epsilon
-converges slowest.  ``row_l1_max``: the largest L1 distance of a query's row to the reference.
+1, instance columns to 1); ``--method`` picks the solver measured.  Costs are uniform in [0,
+scale): near-ties everywhere, a hard case (trained models' costs separate more). ``--costs
+structured``: each instance has one to three good queries (cost ~ U(0.3, 0.7)) among poor ones
+(~ U(1.5, 2.2)) and "no object" is cheap (~ U(0, 0.05)), the near-degenerate shape of a model
+with duplicate queries, where small epsilon converges slowest.  ``row_l1_max``: the largest L1
+distance of a query's row to the reference.
 
     python tools/sinkhorn_study.py                                    # default grid
     python tools/sinkhorn_study.py --shapes 400x20 --epsilons 0.1 --iters 20 30 50
