@@ -118,7 +118,9 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
     if method == "log" or relax is not None:
         mask = torch.where(col_ok[:, :, None], torch.zeros_like(big), torch.full_like(big, _NEG))
         return _log_domain(big, mask, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio, relax)
-    return _scaling(big, col_ok, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio)
+    # under autocast the products would run in half precision, where the scalings overflow
+    with torch.autocast(device_type=big.device.type, enabled=False):
+        return _scaling(big, col_ok, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio)
 
 
 def _scaling(big, col_ok, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio) -> Tensor:
