@@ -97,6 +97,8 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     if relax is not None and not relax > 0:
         raise ValueError(f"relax must be > 0 (None: exact column marginals), got {relax}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
     if method not in ("scaling", "log"):
         raise ValueError(f"method must be 'scaling' or 'log', got {method!r}")
     cost = cost.float()

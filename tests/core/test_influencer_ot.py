@@ -610,6 +610,9 @@ def test_scaling_solver_stays_finite_on_wide_cost_ranges():
         assert torch.allclose(plan.sum(2), torch.ones(2, 40), atol=1e-3), (scale, eps)  # 300: converged rows
     with pytest.raises(ValueError, match="method"):
         sinkhorn_plan(cost, valid, 0.1, 10, method="exact")
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="iters"):
+            sinkhorn_plan(cost, valid, 0.1, bad)
 
 
 def test_query_class_target_rejects_unknown_name():
