@@ -88,8 +88,8 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
     v = exp(g / eps) of a kernel that already contains the current log-domain duals (stabilised
     Sinkhorn), absorbing them into the duals every ``ABSORB_EVERY`` iterations; epsilon is then
     lowered in steps of up to that many iterations, at least ``WARM_STEPS`` of them.  One
-    iteration is two small matrix products instead of two log-sum-exps over the kernel (about a third of the operations: Sinkhorn is bound by
-    per-operation overhead at these sizes).  ``"log"``: every iteration in the log domain, epsilon
+    iteration is two small matrix products instead of two log-sum-exps over the kernel (about a
+    third of the operations: Sinkhorn is bound by per-operation overhead at these sizes).  ``"log"``: every iteration in the log domain, epsilon
     lowered every iteration (the earlier solver; ``relax`` always uses it).  Both converge to the
     same plan.
     """
