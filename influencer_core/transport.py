@@ -84,14 +84,14 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
     cost range) to ``epsilon`` over the first half of the iterations
     (epsilon scaling), which makes small epsilon converge in few iterations.
 
-    ``method``: ``"scaling"`` (default) runs the iterations on the scalings u = exp(f / eps),
-    v = exp(g / eps) of a kernel that already contains the current log-domain duals (stabilised
+    ``method``: ``"scaling"`` (default) runs the iterations on the scalings u = exp(f / eps), v =
+    exp(g / eps) of a kernel that already contains the current log-domain duals (stabilised
     Sinkhorn), absorbing them into the duals every ``ABSORB_EVERY`` iterations; epsilon is then
-    lowered in steps of up to that many iterations, at least ``WARM_STEPS`` of them.  One
-    iteration is two small matrix products instead of two log-sum-exps over the kernel (about a
-    third of the operations: Sinkhorn is bound by per-operation overhead at these sizes).  ``"log"``: every iteration in the log domain, epsilon
-    lowered every iteration (the earlier solver; ``relax`` always uses it).  Both converge to the
-    same plan.
+    lowered in steps of up to that many iterations, at least ``WARM_STEPS`` of them.  One iteration
+    is two small matrix products instead of two log-sum-exps over the kernel (about a third of the
+    operations: Sinkhorn is bound by per-operation overhead at these sizes).  ``"log"``: every
+    iteration in the log domain, epsilon lowered every iteration (the earlier solver; ``relax``
+    always uses it).  Both converge to the same plan.
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
