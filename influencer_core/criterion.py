@@ -789,6 +789,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
     own instances is decided by the instance costs alone and a confidently wrong class costs at
     most ``class_weight`` instead of an unbounded CE; the losses are unchanged.
 
+    ``sinkhorn_method``: the plan's solver, ``"scaling"`` (default, stabilised scaling
+    iterations) or ``"log"`` (log-domain iterations, the earlier solver); both converge to the
+    same plan (:func:`~influencer_core.transport.sinkhorn_plan`).
+
     ``marginal_relax`` = tau > 0: relaxed marginals (unbalanced transport, as RTP-DETR's
     Sinkhorn assignment): an instance takes at least one unit of query mass and more where
     several queries are cheap for it, the excess penalised by ``tau * KL`` (extra positives that
@@ -819,7 +823,8 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  class_target: str = "query", aux_capacity: float = 1.0, exclusion_overlap: float = 0.5,
                  reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
                  check_values: bool = True, class_quality: float = 0.0, marginal_relax: float = 0.0,
-                 exclusion_spare_better: bool = False, class_smoothing: float = 0.0, class_cost: str = "ce"):
+                 exclusion_spare_better: bool = False, class_smoothing: float = 0.0, class_cost: str = "ce",
+                 sinkhorn_method: str = "scaling"):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
         owner = type(self).__name__
         self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, exclusion_weight=exclusion_weight,
@@ -831,6 +836,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
             raise ValueError(f"{owner}: class_cost must be 'ce' (the class loss) or 'prob' (as upstream's "
                              f"matchers), got {class_cost!r}")
         self.class_cost = class_cost
+        if sinkhorn_method not in ("scaling", "log"):
+            raise ValueError(f"{owner}: sinkhorn_method must be 'scaling' (stabilised scaling iterations) or "
+                             f"'log' (log-domain iterations), got {sinkhorn_method!r}")
+        self.sinkhorn_method = sinkhorn_method
         if class_target not in ("mass", "query"):
             raise ValueError(f"{owner}: class_target must be 'mass' or 'query', got {class_target!r}")
         check_number(owner, "class_quality", class_quality, low=0,
@@ -915,7 +924,8 @@ class OTInfluencerCriterion(SharedPointCriterion):
     def plan(self, costs: Dict[str, Tensor], valid: Tensor, query_valid: Optional[Tensor] = None) -> Tensor:
         """Soft assignment [B, Q, K+1] (last column: no object), without gradient."""
         return sinkhorn_plan(self.cost_matrix(costs), valid, self.epsilon, self.sinkhorn_iters,
-                             query_valid=query_valid, relax=self.marginal_relax or None)
+                             query_valid=query_valid, relax=self.marginal_relax or None,
+                             method=self.sinkhorn_method)
 
     def prepare(self, layers, targets):
         state = super().prepare(layers, targets)
@@ -932,7 +942,7 @@ class OTInfluencerCriterion(SharedPointCriterion):
                                   packed.valid.repeat(n, 1), self.epsilon, self.sinkhorn_iters,
                                   capacity=self.layer_capacities(n, packed.valid),
                                   query_valid=None if qv is None else qv.repeat(n, 1),
-                                  relax=self.marginal_relax or None).chunk(n, 0)
+                                  relax=self.marginal_relax or None, method=self.sinkhorn_method).chunk(n, 0)
         state.update(points=points, costs=costs, plans=list(plans),
                      resample=self.importance_sample_ratio > 0 and self.is_image_mode(layers[0]["pred_masks"]))
         return state

@@ -802,3 +802,25 @@ def test_sinkhorn_logsumexp_equals_torch_on_wide_ranges():
     x[0, 5, 7] = -2.0
     for dim in (1, 2):
         assert torch.allclose(_logsumexp(x, dim), torch.logsumexp(x, dim), rtol=1e-6, atol=1e-5)
+
+
+def test_sinkhorn_method_option_reaches_the_plan():
+    """``sinkhorn_method``: both solvers give the same losses and gradients (converged plans);
+    an unknown name is refused."""
+    g = torch.Generator().manual_seed(5)
+    tgt, x, cls, _ = scene(3, q=9, k=4)
+    x = x + torch.randn(x.shape, generator=g)
+    cls = cls + torch.randn(cls.shape, generator=g)
+    got = {}
+    for method in ("scaling", "log"):
+        crit = build_criterion("ot", num_classes=C, epsilon=0.05, sinkhorn_iters=400, sinkhorn_method=method)
+        assert crit.sinkhorn_method == method
+        out = as_outputs(x, cls)
+        out["pred_masks"].requires_grad_()
+        crit.total_loss(crit(out, [tgt])).backward()
+        got[method] = (crit(out, [tgt]), out["pred_masks"].grad)
+    for key, val in got["scaling"][0].items():
+        assert val.item() == pytest.approx(got["log"][0][key].item(), rel=1e-3, abs=1e-5), key
+    assert torch.allclose(got["scaling"][1], got["log"][1], rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="sinkhorn_method"):
+        build_criterion("ot", num_classes=C, sinkhorn_method="exact")

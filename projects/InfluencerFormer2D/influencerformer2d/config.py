@@ -42,6 +42,7 @@ CRITERION_OPTION_KEYS = {
     # ot
     "epsilon": "INFLUENCER.EPSILON",
     "sinkhorn_iters": "INFLUENCER.SINKHORN_ITERS",
+    "sinkhorn_method": "INFLUENCER.SINKHORN_METHOD",
     "exclusion_weight": "INFLUENCER.EXCLUSION_WEIGHT",
     "exclusion_overlap": "INFLUENCER.EXCLUSION_OVERLAP",
     "exclusion_spare_better": "INFLUENCER.EXCLUSION_SPARE_BETTER",
@@ -196,6 +197,9 @@ def add_influencerformer_config(cfg):
     # Mask2Former's loss does (the plan itself is computed on uniform points).
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.5
     cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_ITERS = 50
+    # "scaling": stabilised scaling iterations (fast); "log": every iteration in the log domain
+    # (the earlier solver, same plan at convergence; influencer_core.transport.sinkhorn_plan).
+    cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_METHOD = "scaling"
     cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 0.5
     # A query counts as a copy of an instance above this dice coefficient with it.
     cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_OVERLAP = 0.5
