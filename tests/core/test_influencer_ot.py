@@ -573,7 +573,7 @@ def test_scaling_solver_converges_to_the_log_domain_plan(costs):
         for capacity in (1.0, torch.tensor([1.0, 2.0, 1.5])):
             kw = dict(capacity=capacity, query_valid=query_valid)
             ref = sinkhorn_plan(cost, valid, eps, 4000, method="log", **kw)
-            got = sinkhorn_plan(cost, valid, eps, iters, **kw)
+            got = sinkhorn_plan(cost, valid, eps, iters, method="scaling", **kw)
             log = sinkhorn_plan(cost, valid, eps, iters, method="log", **kw)
             err, log_err = ((p - ref).abs().sum(2).max() for p in (got, log))
             assert err < 2e-3 and err < log_err + 1e-4, (eps, capacity, err, log_err)
@@ -590,9 +590,9 @@ def test_sinkhorn_plan_is_float32_under_autocast(dtype):
     g = torch.Generator().manual_seed(4)
     cost = torch.rand(2, 30, 6, generator=g) * 3
     valid = torch.ones(2, 5, dtype=torch.bool)
-    ref = sinkhorn_plan(cost, valid, 0.002, 300)
+    ref = sinkhorn_plan(cost, valid, 0.002, 300, method="scaling")
     with torch.autocast("cpu", dtype=dtype):
-        got = sinkhorn_plan(cost, valid, 0.002, 300)
+        got = sinkhorn_plan(cost, valid, 0.002, 300, method="scaling")
     assert got.dtype == torch.float32 and torch.equal(got, ref)
 
 
@@ -604,7 +604,7 @@ def test_scaling_solver_stays_finite_on_wide_cost_ranges():
         cost = torch.rand(2, 40, 9, generator=g) * scale
         valid = torch.ones(2, 8, dtype=torch.bool)
         for iters in (1, 7, 30, 300):
-            plan = sinkhorn_plan(cost, valid, eps, iters)
+            plan = sinkhorn_plan(cost, valid, eps, iters, method="scaling")
             assert torch.isfinite(plan).all() and (plan >= 0).all(), (scale, eps, iters)
             assert torch.allclose(plan[:, :, :8].sum(1), torch.ones(2, 8), atol=1e-4), (scale, eps, iters)
         assert torch.allclose(plan.sum(2), torch.ones(2, 40), atol=1e-3), (scale, eps)  # 300: converged rows
