@@ -52,7 +52,7 @@ from .point_sampling import (
     uncertain_point_coords,
 )
 from .targets import MaskBatch, pack_masks, pad_logits
-from .transport import sinkhorn_plan
+from .transport import SINKHORN_METHODS, sinkhorn_plan
 from .validation import (
     NonFiniteCostError,
     check_flag,
@@ -836,9 +836,9 @@ class OTInfluencerCriterion(SharedPointCriterion):
             raise ValueError(f"{owner}: class_cost must be 'ce' (the class loss) or 'prob' (as upstream's "
                              f"matchers), got {class_cost!r}")
         self.class_cost = class_cost
-        if sinkhorn_method not in ("scaling", "log"):
-            raise ValueError(f"{owner}: sinkhorn_method must be 'scaling' (stabilised scaling iterations) or "
-                             f"'log' (log-domain iterations), got {sinkhorn_method!r}")
+        if sinkhorn_method not in SINKHORN_METHODS:
+            raise ValueError(f"{owner}: sinkhorn_method must be 'log' (log-domain iterations) or "
+                             f"'scaling' (stabilised scaling iterations), got {sinkhorn_method!r}")
         self.sinkhorn_method = sinkhorn_method
         if class_target not in ("mass", "query"):
             raise ValueError(f"{owner}: class_target must be 'mass' or 'query', got {class_target!r}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["assignment_marginals", "sinkhorn_plan"]
+from .validation import check_number
+
+__all__ = ["SINKHORN_METHODS", "assignment_marginals", "sinkhorn_plan"]
 
 _NEG = -1e9  # stands for log(0) without producing NaN in logsumexp
 # exp() of arguments far below float32's range takes a slow path on CPU (about 20x per element);
@@ -59,6 +61,8 @@ ABSORB_EVERY = 10
 #: of the step before then keeps every row and column far above float32's smallest numbers.
 WARM_STEPS = 16
 _TINY = 1e-30
+#: the solvers of :func:`sinkhorn_plan` (``method``); the first is the default
+SINKHORN_METHODS = ("log", "scaling")
 
 
 @torch.no_grad()
@@ -99,10 +103,9 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     if relax is not None and not relax > 0:
         raise ValueError(f"relax must be > 0 (None: exact column marginals), got {relax}")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
-    if method not in ("scaling", "log"):
-        raise ValueError(f"method must be 'scaling' or 'log', got {method!r}")
+    check_number("sinkhorn_plan", "iters", iters, low=1, integer=True)
+    if method not in SINKHORN_METHODS:
+        raise ValueError(f"method must be one of {SINKHORN_METHODS}, got {method!r}")
     cost = cost.float()
     b, q, k1 = cost.shape
     log_row, log_col = assignment_marginals(valid, q, capacity, query_valid)

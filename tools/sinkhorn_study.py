@@ -24,7 +24,7 @@ import json
 
 import torch
 
-from influencer_core.transport import sinkhorn_plan
+from influencer_core.transport import SINKHORN_METHODS, sinkhorn_plan
 
 
 def structured_costs(batch: int, q: int, k: int, g: torch.Generator) -> torch.Tensor:
@@ -36,7 +36,7 @@ def structured_costs(batch: int, q: int, k: int, g: torch.Generator) -> torch.Te
 
 
 def measure(q: int, k: int, epsilon: float, iters: list, reference_iters: int, batch: int, scale: float,
-            seed: int = 0, costs: str = "uniform", method: str = "scaling") -> list:
+            seed: int = 0, costs: str = "uniform", method: str = SINKHORN_METHODS[0]) -> list:
     g = torch.Generator().manual_seed(seed)
     if costs == "structured":
         cost = structured_costs(batch, q, k, g)
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=5.0, help="costs are uniform in [0, scale)")
     ap.add_argument("--costs", choices=["uniform", "structured"], default="uniform",
                     help="random cost matrices: uniform, or a few good queries per instance")
-    ap.add_argument("--method", choices=["scaling", "log"], default="scaling",
+    ap.add_argument("--method", choices=SINKHORN_METHODS, default=SINKHORN_METHODS[0],
                     help="the solver measured (the reference is always the log-domain one, run long)")
     args = ap.parse_args()
     if min(args.iters) < 1 or args.reference_iters < max(args.iters) or min(args.epsilons) <= 0:

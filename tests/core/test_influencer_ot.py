@@ -555,8 +555,8 @@ def test_class_cost_prob_is_upstreams_matching_cost():
 
 @pytest.mark.parametrize("costs", ["uniform", "structured"])
 def test_scaling_solver_converges_to_the_log_domain_plan(costs):
-    """The default solver (scalings of a kernel with the duals absorbed, epsilon lowered in
-    steps) and the log-domain one reach the same plan, with padded instances, padded queries
+    """The scaling solver (scalings of a kernel with the duals absorbed, epsilon lowered in
+    steps) and the log-domain one (the default) reach the same plan, with padded instances, padded queries
     and one-to-many capacity; at the 3D setting (epsilon 0.002, 300 iterations) within 0.01 of a
     query's row, as the log-domain solver itself."""
     g = torch.Generator().manual_seed(2)
@@ -610,8 +610,10 @@ def test_scaling_solver_stays_finite_on_wide_cost_ranges():
         assert torch.allclose(plan.sum(2), torch.ones(2, 40), atol=1e-3), (scale, eps)  # 300: converged rows
     with pytest.raises(ValueError, match="method"):
         sinkhorn_plan(cost, valid, 0.1, 10, method="exact")
-    for bad in (0, 2.5, True):
-        with pytest.raises(ValueError, match="iters"):
+    with pytest.raises(ValueError, match="iters"):
+        sinkhorn_plan(cost, valid, 0.1, 0)
+    for bad in (2.5, True):  # the project's number check: a non-integer is a TypeError
+        with pytest.raises(TypeError, match="iters"):
             sinkhorn_plan(cost, valid, 0.1, bad)
 
 
