@@ -1,7 +1,8 @@
 """Entropic optimal transport between queries and instances (+ a "no object" sink).
 
-Log-domain Sinkhorn with epsilon scaling and a fixed iteration count: no host
-sync, batched over images with padded instances.
+Sinkhorn with epsilon scaling and a fixed iteration count (log domain while epsilon falls,
+stabilised scaling steps at the final epsilon): no host sync, batched over images with padded
+instances.
 """
 from __future__ import annotations
 
@@ -93,11 +94,14 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
     Sinkhorn), absorbing them into the duals every ``ABSORB_EVERY`` iterations; epsilon is then
     lowered in steps of up to that many iterations, at least ``WARM_STEPS`` of them.  One iteration
     is two small matrix products instead of two log-sum-exps over the kernel (about a third of the
-    operations: Sinkhorn is bound by per-operation overhead at these sizes).  ``"log"`` (default): every
-    iteration in the log domain, epsilon lowered every iteration (``relax`` always uses it). Both
-    converge to the same plan; the default stays "log" because on the 3D study two seeds trained
-    with "scaling" ended 2.5 and 6.1 mAP below the same seeds with "log" (docs/convergence_3d.md),
-    which is not ruled out as noise yet.
+    operations: Sinkhorn is bound by per-operation overhead at these sizes).  ``"log"`` (default):
+    epsilon lowered every iteration of the warm-up, in the log domain; the iterations at the final
+    epsilon then run as the same scaling steps, which give the log-domain iterates up to rounding
+    (closer to a float64 log-domain run than float32 log-sum-exps are).  ``relax``, and warm-ups
+    shorter than ``WARM_STEPS``, stay in the log domain throughout.  Both methods converge to the
+    same plan; the default stays "log" because on the 3D study two seeds trained with "scaling"
+    (whose coarser warm-up takes another path) ended 2.5 and 6.1 mAP below the same seeds with
+    "log" (docs/convergence_3d.md), which is not ruled out as noise yet.
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
@@ -120,18 +124,23 @@ def sinkhorn_plan(cost: Tensor, valid: Tensor, epsilon: float, iters: int = 50,
     # Work on [B, K+1, Q]: both updates then reduce either over the short middle dimension or
     # over the long contiguous one, about twice as fast on CPU as reducing rows of K+1 entries.
     big = big.transpose(1, 2).contiguous()
-    warm = max(iters // 2, 1)
+    warm = iters // 2  # (one iteration: at the final epsilon)
     ratio = torch.log(epsilon / eps_start_t)
-    if method == "log" or relax is not None:
+    if relax is not None or (method == "log" and warm < WARM_STEPS):
         mask = torch.where(col_ok[:, :, None], torch.zeros_like(big), torch.full_like(big, _NEG))
         return _log_domain(big, mask, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio, relax)
+    # "log": the duals absorbed after every iteration of the warm-up (epsilon changes every one),
+    # which gives the log-domain iterates; a warm-up of at least WARM_STEPS iterations keeps one
+    # step of epsilon within a factor ~2, as the scaling steps need (shorter ones: log domain above)
+    block = 1 if method == "log" else max(1, min(ABSORB_EVERY, warm // WARM_STEPS))
     # under autocast the products would run in half precision, where the scalings overflow
     with torch.autocast(device_type=big.device.type, enabled=False):
-        return _scaling(big, col_ok, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio)
+        return _scaling(big, col_ok, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio, block)
 
 
-def _scaling(big, col_ok, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio) -> Tensor:
-    """Stabilised scaling iterations; ``big`` [B, K+1, Q]. Returns the plan [B, Q, K+1]."""
+def _scaling(big, col_ok, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio, block) -> Tensor:
+    """Stabilised scaling iterations, epsilon lowered every ``block`` iterations of the warm-up;
+    ``big`` [B, K+1, Q]. Returns the plan [B, Q, K+1]."""
     b, k1, q = big.shape
     # u, v and the marginals are kept as [B, 1, n] row vectors: every product is then one bmm of
     # a row vector with a matrix (the fast form) and no view is made inside the loop
@@ -139,27 +148,41 @@ def _scaling(big, col_ok, log_row, log_col, epsilon, iters, warm, eps_start_t, r
     keep = col_ok[:, :, None].float()
     f = torch.zeros(b, 1, q, device=big.device)
     g = torch.zeros(b, k1, 1, device=big.device)
-    warm_block = max(1, min(ABSORB_EVERY, warm // WARM_STEPS))
     it = 0
-    while it < iters:
-        n = min(ABSORB_EVERY, iters - it)
-        if it < warm:  # epsilon of this step: the geometric schedule at its first iteration
-            n = min(warm_block, warm - it)
-            eps = eps_start_t * torch.exp(ratio * (it / warm))
-        else:
-            eps = epsilon
+    while it < warm:  # epsilon of a step: the geometric schedule at its first iteration
+        n = min(block, warm - it)
+        eps = eps_start_t * torch.exp(ratio * (it / warm))
+        if it + n >= iters:  # no iteration left at the final epsilon
+            return _scaled_steps(big, keep, row, col, f, g, eps, n, plan=True)
+        f, g = _scaled_steps(big, keep, row, col, f, g, eps, n)
+        it += n
+    return _scaled_steps(big, keep, row, col, f, g, epsilon, iters - it, plan=True)
+
+
+def _scaled_steps(big, keep, row, col, f, g, eps, n, plan=False):
+    """``n`` Sinkhorn iterations at one ``eps`` on the scalings of a kernel that contains the duals
+    f [B, 1, Q] and g [B, K+1, 1], absorbed into them every ``ABSORB_EVERY`` iterations.  The
+    iterates are the log-domain ones (f = eps (log row - LSE((g - C) / eps)), likewise g) up to
+    rounding.  Returns the duals, or the plan [B, Q, K+1] when ``plan``."""
+    b, k1, q = big.shape
+    done = 0
+    while True:
+        m = min(ABSORB_EVERY, n - done)
         # the kernel with the duals absorbed: near the plan, so its entries stay in [exp(-80), Q]
         kernel = (g + f - big).div_(eps).clamp_(min=_EXP_FLOOR).exp_().mul_(keep)  # [B, K+1, Q]
         kernel_t = kernel.transpose(1, 2).contiguous()
         v = torch.ones(b, 1, k1, device=big.device)
-        for _ in range(n):
+        u = row
+        for _ in range(m):
             u = row / torch.bmm(v, kernel).clamp_(min=_TINY)  # [B, 1, Q]
             v = col / torch.bmm(u, kernel_t).clamp_(min=_TINY)  # [B, 1, K+1]
-        it += n
-        if it < iters:
-            f = f + eps * u.clamp(min=_TINY).log()
-            g = g + eps * v.clamp(min=_TINY).log().transpose(1, 2)
-    return kernel_t * u.transpose(1, 2) * v
+        done += m
+        if plan and done >= n:
+            return kernel_t * u.transpose(1, 2) * v
+        f = f + eps * u.clamp(min=_TINY).log()
+        g = g + eps * v.clamp(min=_TINY).log().transpose(1, 2)
+        if done >= n:
+            return f, g
 
 
 def _log_domain(big, mask, log_row, log_col, epsilon, iters, warm, eps_start_t, ratio, relax) -> Tensor:

@@ -197,9 +197,9 @@ def add_influencerformer_config(cfg):
     # Mask2Former's loss does (the plan itself is computed on uniform points).
     cfg.MODEL.MASK_FORMER.INFLUENCER.EPSILON = 0.5
     cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_ITERS = 50
-    # "log": every iteration in the log domain; "scaling": stabilised scaling iterations (about
-    # 4x faster on CPU, same plan at convergence, not yet shown to train as well; see
-    # influencer_core.transport.sinkhorn_plan).
+    # "log": the log-domain iterates, epsilon lowered every warm-up iteration; "scaling": epsilon
+    # lowered in fewer steps (faster on CPU, same plan at convergence, not yet shown to train as
+    # well; see influencer_core.transport.sinkhorn_plan).
     cfg.MODEL.MASK_FORMER.INFLUENCER.SINKHORN_METHOD = "log"
     cfg.MODEL.MASK_FORMER.INFLUENCER.EXCLUSION_WEIGHT = 0.5
     # A query counts as a copy of an instance above this dice coefficient with it.
