@@ -650,7 +650,8 @@ def test_sinkhorn_plan_is_float32_under_autocast(dtype):
 
 def test_scaling_solver_stays_finite_on_wide_cost_ranges():
     """Both solvers (the default's scaling steps too), cost spans of 1e4 epsilon and more, few or
-    many iterations: the plan is finite, columns fit their masses and rows are probability vectors (no scaling overflows or underflows)."""
+    many iterations: the plan is finite, columns fit their masses and rows are probability
+    vectors (no scaling overflows or underflows)."""
     g = torch.Generator().manual_seed(3)
     for scale, eps in [(50.0, 1e-3), (500.0, 1e-2), (5.0, 1e-4)]:
         cost = torch.rand(2, 40, 9, generator=g) * scale
