@@ -8,7 +8,9 @@
   [B, Q, P] / a list of B tensors [Q_b, P_b] (points or superpoints: no sampling);
 * ``pred_scores``: optional objectness / mask-quality logits-free scores, [B, Q] or [B, Q, 1]
   or a list of B tensors [Q_b] / [Q_b, 1] / None (``loss_score`` where a criterion has one);
-* ``aux_outputs``: optional list of dicts with the same keys (deep supervision).
+* ``aux_outputs``: optional list of dicts with the same keys (deep supervision);
+* ``hybrid``: optional outputs dict (the same keys) of a training-only query group supervised
+  one-to-many (H-DETR's hybrid branch, :meth:`SetCriterion.hybrid_losses`); keys ``*_hy``.
 
 ``SetCriterion.forward`` is the one loop over decoder layers: it checks every layer,
 calls ``prepare(layers, targets)`` once (state shared by all layers: packed targets, sampled
@@ -58,6 +60,7 @@ from .validation import (
     check_flag,
     check_number,
     checked_labels,
+    hybrid_layer_names,
     layer_name,
     mask_value_flag,
     raise_on_bad_values,
@@ -76,6 +79,35 @@ CRITERIA: Dict[str, Type["SetCriterion"]] = {}
 #: accepted with a FutureWarning
 CRITERION_ALIASES = dict(DEPRECATED_ARMS)
 _SUFFIX = re.compile(r"_\d+$")
+#: key suffix of the hybrid query group's losses (``loss_dice_hy``, ``loss_dice_hy_0``, ...)
+HYBRID_SUFFIX = "_hy"
+
+
+def _scale_of(scale: Dict[str, float], key: str) -> float:
+    """Factor of loss ``key`` in ``scale``: by the key itself, its name without the layer suffix,
+    or (hybrid group) its main loss's name (``loss_dice_hy_0`` -> ``loss_dice_hy`` -> ``loss_dice``)."""
+    name = _SUFFIX.sub("", key)
+    main = name[: -len(HYBRID_SUFFIX)] if name.endswith(HYBRID_SUFFIX) else name
+    return scale.get(key, scale.get(name, scale.get(main, 1.0)))
+
+
+def checked_hybrid_capacity(owner: str, value, integer: bool = False):
+    """``hybrid_capacity`` (>= 1; an integer for matchers, which repeat the targets)."""
+    check_number(owner, "hybrid_capacity", value, low=1, integer=integer,
+                 hint="instances per query of the hybrid group's one-to-many targets" +
+                 (" (an integer: a matcher repeats each target that often)" if integer else ""))
+    return int(value) if integer else float(value)
+
+
+def repeat_target(target: Dict, times: int) -> Dict:
+    """One image's target with every instance repeated ``times`` times (``labels``, ``masks`` and
+    ``query_masks`` along dim 0): one-to-many targets for a matcher, as H-DETR builds them."""
+    out = dict(target)
+    for key in ("labels", "masks", "query_masks"):
+        x = target.get(key, None)
+        if x is not None:
+            out[key] = x.repeat(times, *([1] * (x.dim() - 1)))
+    return out
 
 
 def register_criterion(name: str) -> Callable[[Type["SetCriterion"]], Type["SetCriterion"]]:
@@ -140,6 +172,9 @@ class SetCriterion(nn.Module):
 
     #: False for criteria that never sample points (``num_points`` unused)
     uses_points = True
+    #: instance capacity of the hybrid query group (:meth:`hybrid_losses`); None: not supported.
+    #: Criteria that support it take it as a constructor option.
+    hybrid_capacity: Optional[float] = None
 
     def __init__(self, num_classes: int, class_weight: float = 2.0, no_object_weight: float = 0.1,
                  num_points: int = 12544, deep_supervision: bool = True, check_values: bool = True):
@@ -173,9 +208,16 @@ class SetCriterion(nn.Module):
     # ---- weights -----------------------------------------------------------------
     def base_weights(self, optional: bool = True) -> Dict[str, float]:
         names = {**self.loss_weights, **self.optional_weights} if optional else dict(self.loss_weights)
+        if optional and self.supports_hybrid:  # the hybrid group's losses weigh like the main ones
+            names.update({f"{k}{HYBRID_SUFFIX}": attr for k, attr in names.items()})
         if optional and self.supports_piloted:
             names.update(PILOTED_WEIGHTS)
         return {k: float(getattr(self, attr)) for k, attr in names.items()}
+
+    @property
+    def supports_hybrid(self) -> bool:
+        """Whether the criterion can supervise a hybrid (one-to-many) query group."""
+        return self.hybrid_capacity is not None
 
     @property
     def supports_piloted(self) -> bool:
@@ -205,8 +247,7 @@ class SetCriterion(nn.Module):
         (every layer), e.g. the 3D ``loss_weight`` on the mask terms, which must not change the
         transport cost."""
         scale = scale or {}
-        terms = [self.weight_of(k) * scale.get(k, scale.get(_SUFFIX.sub("", k), 1.0)) * v
-                 for k, v in losses.items() if k.startswith("loss_")]
+        terms = [self.weight_of(k) * _scale_of(scale, k) * v for k, v in losses.items() if k.startswith("loss_")]
         if not terms:
             raise ValueError("no loss_* entries to sum")
         return torch.stack(terms).sum()
@@ -416,6 +457,8 @@ class SetCriterion(nn.Module):
             raise TypeError(f"outputs must be a dict with pred_logits and pred_masks, got {type(outputs).__name__}")
         layers = self.layers(outputs)
         self.check(layers, targets)
+        hybrid = self.check_hybrid(outputs, targets)
+        names = [layer_name(i) for i in range(len(layers))] + hybrid_layer_names(len(hybrid))
         checked, label_flags, mask_flags = self.checked_targets(targets)
         owner = type(self).__name__
         losses: Dict[str, Tensor] = {}
@@ -429,12 +472,53 @@ class SetCriterion(nn.Module):
                     losses.update({f"{k}_{i - 1}": v for k, v in out.items() if k.startswith("loss_")})
             if outputs.get("piloted") is not None:
                 losses.update(self.piloted_losses(outputs["piloted"], checked, state))
+            if hybrid:
+                losses.update(self.hybrid_losses(hybrid, checked))
         except NonFiniteCostError as err:  # name the input (or the bad labels behind it)
-            raise_on_bad_values(owner, self.num_classes, targets, label_flags, mask_flags, None, layers, err)
+            raise_on_bad_values(owner, self.num_classes, targets, label_flags, mask_flags, None, layers + hybrid,
+                                err, names)
             raise
         if self.check_values:  # the one host sync of the checks (see influencer_core.validation)
-            raise_on_bad_values(owner, self.num_classes, targets, label_flags, mask_flags, losses, layers)
+            raise_on_bad_values(owner, self.num_classes, targets, label_flags, mask_flags, losses, layers + hybrid,
+                                None, names)
         return losses
+
+    def check_hybrid(self, outputs: Dict, targets: Sequence[Dict]) -> List[Dict]:
+        """The hybrid group's layers (final first), shapes checked; [] without ``outputs['hybrid']``."""
+        hybrid = outputs.get("hybrid", None)
+        if hybrid is None:
+            return []
+        if not self.supports_hybrid:
+            raise ValueError(f"{type(self).__name__} cannot supervise a hybrid query group (outputs['hybrid']): "
+                             "use hungarian or ot, or turn the hybrid queries off")
+        layers = self.layers(hybrid)
+        names = hybrid_layer_names(len(layers))
+        ref = self._check_layer(layers[0], names[0])
+        for name, layer in zip(names[1:], layers[1:]):
+            self._check_layer(layer, name, ref)
+        if len(ref["counts"]) != len(targets):
+            raise ValueError(f"{names[0]} holds {len(ref['counts'])} images, the targets {len(targets)}")
+        return layers
+
+    def hybrid_losses(self, layers: Sequence[Dict], targets: Sequence[Dict]) -> Dict[str, Tensor]:
+        """Losses of a training-only hybrid query group (H-DETR's one-to-many branch): ``layers``
+        its predictions (final first, as :meth:`layers`), every instance owned by up to
+        ``hybrid_capacity`` of its queries (:meth:`one_to_many`). The group shares the model but
+        is discarded at inference, so the main queries stay one-to-one. Keys ``<loss>_hy`` and
+        ``<loss>_hy_<i>``, weighted like the main losses."""
+        group_targets, state = self.one_to_many(layers, targets)
+        out = {}
+        for i, layer in enumerate(layers):
+            res = self.layer_losses(layer, group_targets, state, i)
+            suffix = HYBRID_SUFFIX + ("" if i == 0 else f"_{i - 1}")
+            out.update({f"{k}{suffix}": v for k, v in res.items() if k.startswith("loss_")})
+        return out
+
+    def one_to_many(self, layers: Sequence[Dict], targets: Sequence[Dict]) -> Tuple[List[Dict], Dict]:
+        """(targets, state) of the hybrid group. For a matcher (default): every instance repeated
+        ``hybrid_capacity`` times, as H-DETR does; the transport loss overrides it with a capacity."""
+        rep = [repeat_target(t, int(self.hybrid_capacity)) for t in targets]
+        return rep, self.prepare(layers, rep)
 
     def piloted_losses(self, piloted: Dict, targets: Sequence[Dict], state: Dict) -> Dict[str, Tensor]:
         """Losses of mask-piloted (denoising) queries: ``piloted`` is an outputs dict (``pred_logits``
@@ -494,7 +578,9 @@ class HungarianCriterion(SetCriterion):
     Losses: CE with no-object weight over all queries; BCE and dice on matched
     pairs at importance-sampled points (``num_points``, ``oversample_ratio``,
     ``importance_sample_ratio``), summed and divided by the number of target masks
-    across workers.  Point-mode predictions use every point, no sampling.
+    across workers.  Point-mode predictions use every point, no sampling.  A hybrid query group
+    (``outputs['hybrid']``) is matched against every target repeated ``hybrid_capacity`` times
+    (H-DETR's one-to-many branch).
     """
 
     loss_weights = {"loss_ce": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight"}
@@ -502,9 +588,10 @@ class HungarianCriterion(SetCriterion):
     def __init__(self, num_classes: int, class_weight: float = 2.0, mask_weight: float = 5.0,
                  dice_weight: float = 5.0, no_object_weight: float = 0.1, num_points: int = 12544,
                  oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75,
-                 deep_supervision: bool = True, check_values: bool = True):
+                 deep_supervision: bool = True, check_values: bool = True, hybrid_capacity: int = 3):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
         self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight)
+        self.hybrid_capacity = checked_hybrid_capacity(type(self).__name__, hybrid_capacity, integer=True)
         _check_sampling(type(self).__name__, oversample_ratio, importance_sample_ratio)
         self.mask_weight = mask_weight
         self.dice_weight = dice_weight
@@ -806,6 +893,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
     final layer's plan (OneFormer3D's ``iter_matcher=False``); otherwise the plans of all
     layers come from one batched Sinkhorn call.
 
+    ``hybrid_capacity``: in a hybrid query group (``outputs['hybrid']``, training-only queries,
+    H-DETR's one-to-many branch) every instance takes up to that much query mass in every layer
+    (:meth:`SetCriterion.hybrid_losses`); the main queries are unaffected.
+
     With ``pred_scores`` (objectness, as OneFormer3D): ``loss_score``, the squared error of
     each query's score to ``t_q = sum_k plan[q,k] IoU(q,k) / m_q``, ``m_q = sum_k plan[q,k]``
     over the pairs with IoU > ``score_iou_thr``, weighted by ``m_q``; per image a weighted
@@ -824,9 +915,10 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  reuse_final_plan: bool = False, score_weight: float = 0.5, score_iou_thr: Optional[float] = 0.5,
                  check_values: bool = True, class_quality: float = 0.0, marginal_relax: float = 0.0,
                  exclusion_spare_better: bool = False, class_smoothing: float = 0.0, class_cost: str = "ce",
-                 sinkhorn_method: str = "log"):
+                 sinkhorn_method: str = "log", hybrid_capacity: float = 3.0):
         super().__init__(num_classes, class_weight, no_object_weight, num_points, deep_supervision, check_values)
         owner = type(self).__name__
+        self.hybrid_capacity = checked_hybrid_capacity(owner, hybrid_capacity)
         self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, exclusion_weight=exclusion_weight,
                            score_weight=score_weight)
         _check_sampling(owner, oversample_ratio, importance_sample_ratio)
@@ -921,13 +1013,19 @@ class OTInfluencerCriterion(SharedPointCriterion):
             cost_none = self.class_weight * self.no_object_weight * costs["ce_none"]
         return torch.cat([cost_k, cost_none.unsqueeze(-1)], dim=2).detach()
 
-    def plan(self, costs: Dict[str, Tensor], valid: Tensor, query_valid: Optional[Tensor] = None) -> Tensor:
+    def plan(self, costs: Dict[str, Tensor], valid: Tensor, query_valid: Optional[Tensor] = None,
+             capacity=1.0) -> Tensor:
         """Soft assignment [B, Q, K+1] (last column: no object), without gradient."""
-        return sinkhorn_plan(self.cost_matrix(costs), valid, self.epsilon, self.sinkhorn_iters,
+        return sinkhorn_plan(self.cost_matrix(costs), valid, self.epsilon, self.sinkhorn_iters, capacity=capacity,
                              query_valid=query_valid, relax=self.marginal_relax or None,
                              method=self.sinkhorn_method)
 
-    def prepare(self, layers, targets):
+    def one_to_many(self, layers, targets):
+        """The hybrid group's plans: every instance takes up to ``hybrid_capacity`` in every layer."""
+        return targets, self.prepare(layers, targets, capacity=self.hybrid_capacity)
+
+    def prepare(self, layers, targets, capacity: Optional[float] = None):
+        """``capacity``: every layer's instance capacity (default :meth:`layer_capacities`)."""
         state = super().prepare(layers, targets)
         packed: MaskBatch = state["targets"]
         qv = state["query_valid"]
@@ -936,11 +1034,12 @@ class OTInfluencerCriterion(SharedPointCriterion):
                  for layer, x in zip(layers, points)]
         n = len(layers)
         if self.reuse_final_plan:
-            plans = [self.plan(costs[0], packed.valid, qv)] * n
+            plans = [self.plan(costs[0], packed.valid, qv, 1.0 if capacity is None else capacity)] * n
         else:  # one batched Sinkhorn call for all layers (10x fewer small kernels on GPU)
+            caps = self.layer_capacities(n, packed.valid) if capacity is None else capacity
             plans = sinkhorn_plan(torch.cat([self.cost_matrix(c) for c in costs], 0),
                                   packed.valid.repeat(n, 1), self.epsilon, self.sinkhorn_iters,
-                                  capacity=self.layer_capacities(n, packed.valid),
+                                  capacity=caps,
                                   query_valid=None if qv is None else qv.repeat(n, 1),
                                   relax=self.marginal_relax or None, method=self.sinkhorn_method).chunk(n, 0)
         state.update(points=points, costs=costs, plans=list(plans),

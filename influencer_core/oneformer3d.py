@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .criterion import SetCriterion
+from .criterion import SetCriterion, checked_hybrid_capacity
 from .masks import dice_per_mask, mask_iou, pairwise_class_cost, pairwise_dice, pairwise_sigmoid_ce, sigmoid_ce_per_mask
 from .matching import linear_assignment, sparse_match
 from .validation import check_flag, check_number
@@ -39,7 +39,9 @@ class OneFormer3DHungarianCriterion(SetCriterion):
     * ``loss_score`` (layers with ``pred_scores``): MSE of the matched queries' scores to the IoU
       of their binarised masks with the instance, pairs with IoU > 0.5; summed over scenes / B.
 
-    ``iter_matcher=False``: the auxiliary layers reuse the final layer's matching.
+    ``iter_matcher=False``: the auxiliary layers reuse the final layer's matching. A hybrid query
+    group (``outputs['hybrid']``) is matched against every instance repeated ``hybrid_capacity``
+    times (H-DETR's one-to-many branch; :meth:`SetCriterion.hybrid_losses`).
     """
 
     loss_weights = {"loss_ce": "class_weight", "loss_mask": "mask_weight", "loss_dice": "dice_weight"}
@@ -50,10 +52,12 @@ class OneFormer3DHungarianCriterion(SetCriterion):
                  dice_weight: float = 1.0, score_weight: float = 0.5, no_object_weight: float = 0.1,
                  class_cost: float = 0.5, mask_cost: float = 1.0, dice_cost: float = 1.0,
                  matcher: str = "hungarian", topk: Optional[int] = None, fix_dice_loss_weight: bool = False,
-                 fix_mean_loss: bool = False, iter_matcher: bool = True, check_values: bool = True):
+                 fix_mean_loss: bool = False, iter_matcher: bool = True, check_values: bool = True,
+                 hybrid_capacity: int = 3):
         super().__init__(num_classes, class_weight, no_object_weight, num_points=0, deep_supervision=True,
                          check_values=check_values)
         owner = type(self).__name__
+        self.hybrid_capacity = checked_hybrid_capacity(owner, hybrid_capacity, integer=True)
         self.check_weights(mask_weight=mask_weight, dice_weight=dice_weight, score_weight=score_weight,
                            class_cost=class_cost, mask_cost=mask_cost, dice_cost=dice_cost)
         if matcher not in ("hungarian", "sparse"):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["NonFiniteCostError", "check_number", "check_flag", "checked_labels", "mask_value_flag",
-           "layer_name", "raise_on_bad_values", "find_non_finite"]
+           "layer_name", "hybrid_layer_names", "raise_on_bad_values", "find_non_finite"]
 
 
 class NonFiniteCostError(FloatingPointError):
@@ -81,6 +81,11 @@ def layer_name(index: int) -> str:
     return "outputs" if index == 0 else f"aux_outputs[{index - 1}]"
 
 
+def hybrid_layer_names(num_layers: int) -> List[str]:
+    """Names of a hybrid query group's layers: ``outputs['hybrid']``, then its ``aux_outputs[i]``."""
+    return ["outputs['hybrid']" + ("" if i == 0 else f"['aux_outputs'][{i - 1}]") for i in range(num_layers)]
+
+
 def _per_image(value) -> List[Optional[Tensor]]:
     if value is None:
         return []
@@ -88,20 +93,22 @@ def _per_image(value) -> List[Optional[Tensor]]:
 
 
 @torch.no_grad()
-def find_non_finite(layers: Sequence[Dict], keys=("pred_logits", "pred_masks", "pred_scores")) -> Optional[str]:
+def find_non_finite(layers: Sequence[Dict], keys=("pred_logits", "pred_masks", "pred_scores"),
+                    names: Optional[Sequence[str]] = None) -> Optional[str]:
     """'outputs['pred_masks'] of image 1' for the first non-finite prediction, or None (a host sync
-    per tensor: only called once a loss is known to be non-finite)."""
+    per tensor: only called once a loss is known to be non-finite). ``names``: one per layer
+    (default :func:`layer_name`)."""
     for i, layer in enumerate(layers):
         for key in keys:
             for b, x in enumerate(_per_image(layer.get(key, None))):
                 if x is not None and x.is_floating_point() and not bool(torch.isfinite(x).all()):
-                    return f"{layer_name(i)}['{key}'] of image {b}"
+                    return f"{names[i] if names else layer_name(i)}['{key}'] of image {b}"
     return None
 
 
 def raise_on_bad_values(owner: str, num_classes: int, targets: Sequence[Dict], label_flags: List[Tensor],
                         mask_flags: List[Tensor], losses: Optional[Dict[str, Tensor]], layers: Sequence[Dict],
-                        cost_error: Optional[Exception] = None) -> None:
+                        cost_error: Optional[Exception] = None, names: Optional[Sequence[str]] = None) -> None:
     """Read the deferred flags back (one transfer) and raise the first problem found.
 
     label_flags / mask_flags: per target a 0-dim bool (labels out of range / mask values not in
@@ -132,7 +139,7 @@ def raise_on_bad_values(owner: str, num_classes: int, targets: Sequence[Dict], l
                 f"{owner}: target {b} masks hold values other than 0 and 1 (e.g. {sample}; dtype {m.dtype}): pass "
                 "binary masks - bool, or 0/1 - e.g. masks > 127 for 0/255 PNG masks, masks > 0.5 for soft ones")
     if cost_error is not None or (terms and values[-1]):
-        where = find_non_finite(layers)
+        where = find_non_finite(layers, names=names)
         if where is not None:
             raise FloatingPointError(
                 f"{owner}: {where} holds NaN/inf: the model diverged or its input did - lower the learning "

@@ -430,3 +430,56 @@ def test_training_with_piloted_queries(tmp_path, synthetic_root, arm):
     for key in ("loss_ce_mp", "loss_mask_mp", "loss_dice_mp", "loss_dice_mp_0"):
         values = [v for v, _ in trainer.storage.history(key).values()]
         assert len(values) == 4 and all(np.isfinite(values)) and max(values) > 0
+
+
+def test_hybrid_group_leaves_the_main_outputs_unchanged():
+    """The hybrid query group (training only) and the main queries do not see each other: the main
+    predictions equal those of the same weights without the group, also beside piloted queries."""
+    cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.HYBRID.NUM_QUERIES", 7, "MODEL.MASK_FORMER.PILOTED.ENABLED",
+                   True)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    keys = set(model.state_dict())
+    assert {f"sem_seg_head.predictor.hybrid_query_{n}.weight" for n in ("feat", "embed")} <= keys
+    plain_cfg = load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.PILOTED.ENABLED", True)
+    plain = build_model(plain_cfg).train()
+    missing = plain.load_state_dict(model.state_dict(), strict=False).unexpected_keys
+    assert sorted(missing) == ["sem_seg_head.predictor.hybrid_query_embed.weight",
+                               "sem_seg_head.predictor.hybrid_query_feat.weight"]
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.backbone(images)
+        targets = _targets_for(images, (3, 1), 9)
+        torch.manual_seed(1)  # the same piloted noise in both
+        both = model.sem_seg_head(feats, targets=targets)
+        torch.manual_seed(1)
+        ref = plain.sem_seg_head(feats, targets=targets)
+    for a, b in zip([both] + both["aux_outputs"], [ref] + ref["aux_outputs"]):
+        assert torch.allclose(a["pred_logits"], b["pred_logits"], atol=1e-5)
+        assert torch.allclose(a["pred_masks"], b["pred_masks"], atol=1e-4)
+    pa, pb = both["piloted"], ref["piloted"]
+    for a, b in zip([pa] + pa["aux_outputs"], [pb] + pb["aux_outputs"]):
+        assert torch.allclose(a["pred_logits"], b["pred_logits"], atol=1e-5)
+        assert torch.allclose(a["pred_masks"], b["pred_masks"], atol=1e-4)
+    g = both["hybrid"]
+    assert g["pred_logits"].shape == (2, 7, 10) and g["pred_masks"].shape[:2] == (2, 7)
+    assert len(g["aux_outputs"]) == len(ref["aux_outputs"])
+    with torch.no_grad():
+        model.eval()  # inference never builds them
+        assert "hybrid" not in model.sem_seg_head(feats)
+    with pytest.raises(ValueError, match="HYBRID.NUM_QUERIES must be an int >= 0"):
+        build_model(load_cfg("synthetic.yaml", "MODEL.MASK_FORMER.HYBRID.NUM_QUERIES", -2))
+
+
+@pytest.mark.parametrize("arm", ["hungarian", "ot"])
+def test_training_with_a_hybrid_group(tmp_path, synthetic_root, arm):
+    """Both arms train the hybrid group one-to-many; its losses are logged and weighted."""
+    cfg = _train_cfg(tmp_path, synthetic_root, "SOLVER.MAX_ITER", 3, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", (),
+                     "MODEL.MASK_FORMER.CRITERION", arm, "MODEL.MASK_FORMER.HYBRID.NUM_QUERIES", 20,
+                     "MODEL.MASK_FORMER.HYBRID.CAPACITY", 2)
+    trainer = _run_trainer(cfg)
+    assert trainer.model.criterion.hybrid_capacity == 2
+    trainer.train()
+    for key in ("loss_ce_hy", "loss_mask_hy", "loss_dice_hy", "loss_dice_hy_0"):
+        values = [v for v, _ in trainer.storage.history(key).values()]
+        assert len(values) == 3 and all(np.isfinite(values)) and max(values) > 0

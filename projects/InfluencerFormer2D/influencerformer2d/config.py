@@ -53,6 +53,8 @@ CRITERION_OPTION_KEYS = {
     "aux_capacity": "INFLUENCER.AUX_CAPACITY",
     "marginal_relax": "INFLUENCER.MARGINAL_RELAX",
     "reuse_final_plan": "INFLUENCER.REUSE_FINAL_PLAN",
+    # hungarian and ot: the hybrid query group's one-to-many targets
+    "hybrid_capacity": "HYBRID.CAPACITY",
 }
 # core options without a 2D key, and why
 NOT_IN_2D = {
@@ -173,6 +175,15 @@ def add_influencerformer_config(cfg):
     cfg.MODEL.MASK_FORMER.PILOTED.ENABLED = False
     cfg.MODEL.MASK_FORMER.PILOTED.LABEL_NOISE = 0.2  # probability of a random class
     cfg.MODEL.MASK_FORMER.PILOTED.MASK_NOISE = 0.2  # share of attention-mask pixels flipped
+    # Hybrid query group (H-DETR's one-to-many branch; off): NUM_QUERIES extra training-only
+    # queries run through the decoder beside the main ones (self-attention blocked between the
+    # groups), every instance the target of up to CAPACITY of them (Hungarian: each target
+    # repeated CAPACITY times; ot: instance capacity CAPACITY); not run at inference, so the
+    # main queries and predictions are unchanged. Adds sem_seg_head.predictor.hybrid_query_feat
+    # and hybrid_query_embed (absent from Mask2Former checkpoints) when on.
+    cfg.MODEL.MASK_FORMER.HYBRID = CN()
+    cfg.MODEL.MASK_FORMER.HYBRID.NUM_QUERIES = 0
+    cfg.MODEL.MASK_FORMER.HYBRID.CAPACITY = 3
     cfg.MODEL.MASK_FORMER.INFLUENCER = CN()
     # Reference variant: weights of the attractive, repulsive and background terms, the
     # repulsion margin, the softmax temperature and the weight of the whole influencer term.

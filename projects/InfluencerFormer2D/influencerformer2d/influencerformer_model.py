@@ -111,8 +111,10 @@ class InfluencerFormer(nn.Module):
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
             "criterion": criterion,
-            # optional=True adds the piloted queries' losses (and the unused loss_score)
-            "weight_dict": criterion.weight_dict_for(num_aux, optional=cfg.MODEL.MASK_FORMER.PILOTED.ENABLED),
+            # optional=True adds the piloted queries' and the hybrid group's losses (and the unused
+            # loss_score)
+            "weight_dict": criterion.weight_dict_for(num_aux, optional=cfg.MODEL.MASK_FORMER.PILOTED.ENABLED
+                                                     or cfg.MODEL.MASK_FORMER.HYBRID.NUM_QUERIES > 0),
             "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
             "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
             "overlap_threshold": test.OVERLAP_THRESHOLD,

@@ -137,11 +137,27 @@ def load_oneformer3d_checkpoint(model, path_or_state_dict, strict=True, map_loca
     Args:
         model (nn.Module): e.g. :class:`S3DISOneFormer3D` built with the checkpoint's config.
         path_or_state_dict: ``.pth`` path or loaded object.
-        strict (bool): as ``nn.Module.load_state_dict``.
+        strict (bool): as ``nn.Module.load_state_dict``, except that the training-only hybrid
+            queries (``decoder.hybrid_query.weight``, :class:`QueryDecoder`'s
+            ``num_hybrid_queries``) may be missing (kept as initialised) or unused (ignored),
+            so upstream checkpoints load into a model that trains with them and its
+            checkpoints into one that does not.
         map_location: for ``torch.load``.
 
     Returns:
         ``torch.nn.modules.module._IncompatibleKeys`` (missing / unexpected keys).
     """
     state_dict = read_state_dict(path_or_state_dict, map_location)
-    return model.load_state_dict(convert_spconv_weights(model, state_dict), strict=strict)
+    result = model.load_state_dict(convert_spconv_weights(model, state_dict), strict=False)
+    if strict:
+        missing = [k for k in result.missing_keys if not _training_only(k)]
+        unexpected = [k for k in result.unexpected_keys if not _training_only(k)]
+        if missing or unexpected:
+            raise RuntimeError(f'Error(s) in loading state_dict for {type(model).__name__}: missing keys '
+                               f'{missing}, unexpected keys {unexpected} (pass strict=False to load the rest)')
+    return result
+
+
+def _training_only(key):
+    """Parameters that exist only for training (absent from upstream's layout)."""
+    return key.split('.')[-2:] == ['hybrid_query', 'weight']

@@ -2,7 +2,8 @@
 
 ``pred``: ``cls_preds`` (list over scenes of [Q_i, C+1]), ``scores`` (list of [Q_i, 1] or of
 ``None``, or ``None``), ``masks`` (list of [Q_i, P_i] superpoint logits), optionally
-``aux_outputs`` (list of dicts with the same keys, earlier decoder layers).  ``insts``: list over
+``aux_outputs`` (list of dicts with the same keys, earlier decoder layers) and ``hybrid`` (the
+same dict for a training-only query group).  ``insts``: list over
 scenes of InstanceData-like objects (or dicts) with ``sp_masks`` [K_i, P_i], ``labels_3d`` [K_i]
 and, for sparse matching, ``query_masks`` [K_i, Q_i].
 """
@@ -30,6 +31,8 @@ def core_outputs(pred: Dict) -> Dict:
     out = _layer(pred, "pred")
     out["aux_outputs"] = [_layer(aux, f"pred['aux_outputs'][{i}]")
                           for i, aux in enumerate(pred.get("aux_outputs", None) or [])]
+    if pred.get("hybrid", None) is not None:  # training-only query group (one-to-many loss)
+        out["hybrid"] = core_outputs(pred["hybrid"])
     return out
 
 

@@ -143,7 +143,9 @@ class InfluencerCriterion(CoreCriterionAdapter):
         final, aux = (4.0, 4.0 / batch) if self.fix_dice_loss_weight else (float(batch), 1.0)
         base = self.scale.get("loss_dice", 1.0)
         out = dict(self.scale)
-        out.update({k: base * (final if k == "loss_dice" else aux) for k in losses if k.startswith("loss_dice")})
+        # the hybrid query group's layers weigh like the main ones (loss_dice_hy: a final layer)
+        out.update({k: base * (final if k in ("loss_dice", "loss_dice_hy") else aux)
+                    for k in losses if k.startswith("loss_dice")})
         return out
 
     # annealing from a hook: ``criterion.epsilon = ...``, ``criterion.aux_capacity = ...`` (the ot

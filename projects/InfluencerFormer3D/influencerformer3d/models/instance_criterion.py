@@ -30,14 +30,16 @@ class HungarianInstanceCriterion(CoreCriterionAdapter):
     ``k`` queries lying inside it, ``query_masks`` in the ground truth); costs
     ``QueryClassificationCost``, ``MaskBCECost``, ``MaskDiceCost`` with weights.
     ``loss_weight``: ``[cls, bce, dice, score]``; ``check_values``: the core's value checks (one host sync
-    per call, see ``influencer_core.validation``).  Returns ``{'inst_loss': scalar}``, the sum
+    per call, see ``influencer_core.validation``); ``hybrid_capacity`` (ours): with a hybrid query
+    group (``QueryDecoder(num_hybrid_queries=...)``) every instance is repeated that often for
+    its matching (H-DETR's one-to-many branch).  Returns ``{'inst_loss': scalar}``, the sum
     over the final and every auxiliary layer; semantics in the core class's docstring.  Not an
     ``nn.Module`` (as upstream), so a model's checkpoint layout is unchanged; the final layer's
     detached losses of the last call are kept in ``last_stats``.
     """
 
     def __init__(self, matcher, loss_weight, non_object_weight, num_classes,
-                 fix_dice_loss_weight, iter_matcher, fix_mean_loss=False, check_values=True):
+                 fix_dice_loss_weight, iter_matcher, fix_mean_loss=False, check_values=True, hybrid_capacity=3):
         mtype = matcher.get("type", "HungarianMatcher")
         if mtype not in _MATCHERS:
             raise NotImplementedError(f"matcher type {mtype!r}: use 'HungarianMatcher' or 'SparseMatcher'")
@@ -57,7 +59,7 @@ class HungarianInstanceCriterion(CoreCriterionAdapter):
             num_classes, class_weight=loss_weight[0], mask_weight=loss_weight[1], dice_weight=loss_weight[2],
             score_weight=loss_weight[3], no_object_weight=non_object_weight, matcher=_MATCHERS[mtype],
             topk=matcher.get("topk", None), fix_dice_loss_weight=fix_dice_loss_weight, fix_mean_loss=fix_mean_loss,
-            iter_matcher=iter_matcher, check_values=check_values, **costs)
+            iter_matcher=iter_matcher, check_values=check_values, hybrid_capacity=hybrid_capacity, **costs)
         self.last_stats: Dict[str, Tensor] = {}
 
     @property

@@ -21,6 +21,14 @@ With ``iter_pred`` the head runs on the initial queries and after every layer
 prediction before it: a query may not attend to superpoints whose predicted mask probability is
 < 0.5, and a query whose mask would block every superpoint attends everywhere. The last
 prediction is returned at the top level, the earlier ones in ``aux_outputs``.
+
+``num_hybrid_queries`` > 0 (``QueryDecoder`` only; off by default): a training-only group of
+learned instance queries (``hybrid_query``, H-DETR's hybrid branch) runs through the same layers
+and heads, apart from the main queries (its own pass, which equals one joint pass with
+self-attention blocked between the groups), and comes back under ``hybrid`` for a one-to-many
+loss; at test time it is not run, so predictions and the upstream layout are unchanged (the one
+extra key, ``decoder.hybrid_query.weight``, is absent from upstream checkpoints and is initialised
+fresh when one is loaded).
 """
 import torch
 from mmengine.model import BaseModule
@@ -134,14 +142,23 @@ class QueryDecoder(BaseModule):
         attn_mask (bool): use attention masks from the previous prediction.
         fix_attention (bool): see :class:`CrossAttentionLayer`.
         objectness_flag (bool): build ``out_score``; otherwise ``scores`` are ``None``.
+        num_hybrid_queries (int): training-only one-to-many instance queries (module
+            docstring); 0 (default): none.
         **kwargs: ignored (configs pass e.g. ``num_instance_classes``).
     """
 
     def __init__(self, num_layers, num_instance_queries, num_semantic_queries,
                  num_classes, in_channels, d_model, num_heads, hidden_dim, dropout,
                  activation_fn, iter_pred, attn_mask, fix_attention, objectness_flag,
-                 init_cfg=None, **kwargs):
+                 init_cfg=None, num_hybrid_queries=0, **kwargs):
         super().__init__(init_cfg=init_cfg)
+        if not isinstance(num_hybrid_queries, int) or isinstance(num_hybrid_queries, bool) \
+                or num_hybrid_queries < 0:
+            raise ValueError(f'num_hybrid_queries must be an int >= 0 (0 = off), got {num_hybrid_queries!r}')
+        if num_hybrid_queries and num_instance_queries == 0:
+            raise ValueError('num_hybrid_queries needs learned instance queries (num_instance_queries > 0, '
+                             'the S3DIS layout); with queries from superpoint features set it to 0')
+        self.num_hybrid_queries = num_hybrid_queries
         self.objectness_flag = objectness_flag
         self.iter_pred = iter_pred
         self.attn_mask = attn_mask
@@ -152,6 +169,8 @@ class QueryDecoder(BaseModule):
             self.query = nn.Embedding(self.num_queries, d_model)
         if num_instance_queries == 0:
             self.query_proj = _mlp(in_channels, d_model, d_model)
+        if num_hybrid_queries:
+            self.hybrid_query = nn.Embedding(num_hybrid_queries, d_model)
         self.cross_attn_layers = nn.ModuleList(
             CrossAttentionLayer(d_model, num_heads, dropout, fix_attention)
             for _ in range(num_layers))
@@ -210,19 +229,13 @@ class QueryDecoder(BaseModule):
         return self.ffn_layers[i](queries)
 
     # ------------------------------------------------------------------ forward
-    def forward_simple(self, x, queries=None):
-        inst_feats = [self.input_proj(y) for y in x]
-        mask_feats = [self.x_mask(y) for y in x]
-        queries = self._get_queries(queries, len(x))
+    def _run_simple(self, inst_feats, mask_feats, queries):
         for i in range(len(self.cross_attn_layers)):
             queries = self._layer(i, inst_feats, queries)
         cls_preds, scores, masks, _ = self._forward_head(queries, mask_feats)
         return dict(cls_preds=cls_preds, masks=masks, scores=scores)
 
-    def forward_iter_pred(self, x, queries=None):
-        inst_feats = [self.input_proj(y) for y in x]
-        mask_feats = [self.x_mask(y) for y in x]
-        queries = self._get_queries(queries, len(x))
+    def _run_iter_pred(self, inst_feats, mask_feats, queries):
         preds = []
         cls_preds, scores, masks, attn = self._forward_head(queries, mask_feats)
         preds.append(dict(cls_preds=cls_preds, masks=masks, scores=scores))
@@ -234,6 +247,20 @@ class QueryDecoder(BaseModule):
         out['aux_outputs'] = preds[:-1]
         return out
 
+    def _forward(self, run, x, queries):
+        inst_feats = [self.input_proj(y) for y in x]
+        mask_feats = [self.x_mask(y) for y in x]
+        out = run(inst_feats, mask_feats, self._get_queries(queries, len(x)))
+        if self.training and self.num_hybrid_queries:
+            out['hybrid'] = run(inst_feats, mask_feats, [self.hybrid_query.weight] * len(x))
+        return out
+
+    def forward_simple(self, x, queries=None):
+        return self._forward(self._run_simple, x, queries)
+
+    def forward_iter_pred(self, x, queries=None):
+        return self._forward(self._run_iter_pred, x, queries)
+
     def forward(self, x, queries=None):
         """Args:
             x (list[Tensor]): per scene [P_i, in_channels] superpoint/voxel features.
@@ -244,7 +271,8 @@ class QueryDecoder(BaseModule):
             dict: ``cls_preds`` list of [Q_i, num_classes + 1], ``masks`` list of [Q_i, P_i]
             (logits), ``scores`` list of [Q_i, 1] (or of None without ``out_score``) and, with
             ``iter_pred``, ``aux_outputs``: ``num_layers`` dicts with the same keys from the
-            initial queries and the first ``num_layers - 1`` layers.
+            initial queries and the first ``num_layers - 1`` layers.  In training with
+            ``num_hybrid_queries``, ``hybrid``: the same dict for the hybrid query group.
         """
         if self.iter_pred:
             return self.forward_iter_pred(x, queries)
@@ -269,6 +297,9 @@ class ScanNetQueryDecoder(QueryDecoder):
     def __init__(self, num_instance_classes, num_semantic_classes, d_model,
                  num_semantic_linears, **kwargs):
         kwargs.pop('num_classes', None)
+        if kwargs.get('num_hybrid_queries', 0):
+            raise NotImplementedError('ScanNetQueryDecoder has no hybrid query group (its queries are '
+                                      'superpoint features); set num_hybrid_queries=0')
         super().__init__(num_classes=num_instance_classes, d_model=d_model, **kwargs)
         if num_semantic_linears not in (1, 2):
             raise ValueError('num_semantic_linears must be 1 or 2')

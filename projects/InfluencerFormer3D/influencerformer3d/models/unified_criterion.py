@@ -96,7 +96,8 @@ class S3DISUnifiedCriterion:
     (``cls_preds``, ``scores``, ``masks`` [Q + n, V_i], ``aux_outputs``); ``insts`` per scene with
     ``sp_inst_masks`` [K_i, V_i], ``sp_sem_masks`` [n + 1, V_i] and ``labels_3d`` [K_i]. The
     instance criterion sees the first ``Q`` queries of every layer, the semantic one the masks of
-    the last ``n``.
+    the last ``n``; a hybrid query group (``pred['hybrid']``, instance queries only) goes to the
+    instance criterion whole.
     """
 
     def __init__(self, num_semantic_classes, sem_criterion, inst_criterion):
@@ -133,6 +134,8 @@ class S3DISUnifiedCriterion:
             parts = [self._split_layer(a) for a in aux]
             inst_pred['aux_outputs'] = [p[0] for p in parts]
             sem_pred['aux_outputs'] = [{'masks': p[1]} for p in parts]
+        if pred.get('hybrid', None) is not None:  # training-only instance queries, no semantic ones
+            inst_pred['hybrid'] = pred['hybrid']
         sem_gts, inst_gts = [], []
         for i, inst in enumerate(insts):
             sem = LooseInstanceData()

@@ -19,6 +19,14 @@ when enabled) and whose cross-attention at every layer sees the instance's (poin
 instead of a predicted one. The ordinary queries cannot attend to them, so their outputs are
 unchanged; the extra predictions come back under ``piloted`` (query m = target m) and the
 criterion scores them with the known assignment. Inference never builds them.
+
+Hybrid query group (``MODEL.MASK_FORMER.HYBRID.NUM_QUERIES`` > 0, off by default; H-DETR's
+one-to-many branch): in training, that many extra learnable queries (``hybrid_query_feat``,
+``hybrid_query_embed``, parameters that exist only when enabled) run through the same layers and
+heads; self-attention is blocked between them and the main (and piloted) queries in both
+directions, so the main outputs are those of the model without them. Their predictions come
+back under ``hybrid`` and the criterion supervises them one-to-many
+(``MODEL.MASK_FORMER.HYBRID.CAPACITY``). Inference never builds them.
 """
 from typing import List, Optional
 
@@ -180,6 +188,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         piloted: bool = False,
         piloted_label_noise: float = 0.2,
         piloted_mask_noise: float = 0.2,
+        num_hybrid_queries: int = 0,
     ):
         """
         Args:
@@ -197,6 +206,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             piloted: mask-piloted training queries (see the module docstring).
             piloted_label_noise: probability that a piloted query's class is replaced by a random one.
             piloted_mask_noise: share of a piloted attention mask's pixels that are flipped.
+            num_hybrid_queries: training-only one-to-many queries (see the module docstring); 0: none.
         """
         super().__init__()
         if not mask_classification:
@@ -246,6 +256,13 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.piloted_mask_noise = piloted_mask_noise
         if piloted:  # row num_classes: padding (images with fewer instances than the batch's most)
             self.label_enc = nn.Embedding(num_classes + 1, hidden_dim)
+        if isinstance(num_hybrid_queries, bool) or not isinstance(num_hybrid_queries, int) or num_hybrid_queries < 0:
+            raise ValueError(f"MODEL.MASK_FORMER.HYBRID.NUM_QUERIES must be an int >= 0 (0 = off), got "
+                             f"{num_hybrid_queries!r}")
+        self.num_hybrid_queries = num_hybrid_queries
+        if num_hybrid_queries:
+            self.hybrid_query_feat = nn.Embedding(num_hybrid_queries, hidden_dim)
+            self.hybrid_query_embed = nn.Embedding(num_hybrid_queries, hidden_dim)
 
     @classmethod
     def from_config(cls, cfg, in_channels, mask_classification):
@@ -269,6 +286,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "piloted": mf.PILOTED.ENABLED,
             "piloted_label_noise": mf.PILOTED.LABEL_NOISE,
             "piloted_mask_noise": mf.PILOTED.MASK_NOISE,
+            "num_hybrid_queries": mf.HYBRID.NUM_QUERIES,
         }
 
     def forward(self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None,
@@ -296,16 +314,25 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)  # [Q, B, C]
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
         q = self.num_queries
+        # query order: main [:q], hybrid [q:q + h], piloted [q + h:]
+        h = self.num_hybrid_queries if self.training else 0
+        if h:
+            output = torch.cat([output, self.hybrid_query_feat.weight.unsqueeze(1).repeat(1, batch, 1)], 0)
+            query_pos = torch.cat([query_pos, self.hybrid_query_embed.weight.unsqueeze(1).repeat(1, batch, 1)], 0)
         pilot = self._piloted_inputs(targets, batch) if self.training and self.piloted and targets else None
         self_mask = key_padding = None
         if pilot is not None:
             output = torch.cat([output, pilot["content"]], 0)
             query_pos = torch.cat([query_pos, torch.zeros_like(pilot["content"])], 0)
-            n = output.shape[0]
-            self_mask = torch.zeros(n, n, dtype=torch.bool, device=output.device)
-            self_mask[:q, q:] = True  # the ordinary queries never see the piloted ones
-            key_padding = torch.cat([torch.zeros(batch, q, dtype=torch.bool, device=output.device),
+            key_padding = torch.cat([torch.zeros(batch, q + h, dtype=torch.bool, device=output.device),
                                      ~pilot["valid"]], 1)
+        n = output.shape[0]
+        if n > q:
+            self_mask = torch.zeros(n, n, dtype=torch.bool, device=output.device)
+            self_mask[:q, q:] = True  # the main queries never see the training-only ones
+            self_mask[q:q + h, :q] = True  # nor the hybrid group the main queries (H-DETR)
+            self_mask[q:q + h, q + h:] = True  # nor the piloted ones
+            self_mask[q + h:, q:q + h] = True
 
         logits, masks, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
         attn_mask = self._pilot_attention(attn_mask, pilot, sizes[0])
@@ -331,12 +358,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "pred_masks": all_masks[-1][:, :q],
             "aux_outputs": self._set_aux_loss([a[:, :q] for a in all_logits], [b[:, :q] for b in all_masks]),
         }
-        if pilot is not None:
-            out["piloted"] = {
-                "pred_logits": all_logits[-1][:, q:],
-                "pred_masks": all_masks[-1][:, q:],
-                "aux_outputs": self._set_aux_loss([a[:, q:] for a in all_logits], [b[:, q:] for b in all_masks]),
-            }
+        groups = (("hybrid", slice(q, q + h), h > 0), ("piloted", slice(q + h, None), pilot is not None))
+        for name, rows, present in groups:
+            if present:
+                out[name] = {
+                    "pred_logits": all_logits[-1][:, rows],
+                    "pred_masks": all_masks[-1][:, rows],
+                    "aux_outputs": self._set_aux_loss([a[:, rows] for a in all_logits],
+                                                      [b[:, rows] for b in all_masks]),
+                }
         return out
 
     def _piloted_inputs(self, targets: List[dict], batch: int) -> Optional[dict]:
