@@ -464,12 +464,7 @@ class SetCriterion(nn.Module):
         losses: Dict[str, Tensor] = {}
         try:
             state = self.prepare(layers, checked)
-            for i, layer in enumerate(layers):
-                out = self.layer_losses(layer, checked, state, i)
-                if i == 0:
-                    losses.update(out)
-                else:  # statistics are reported for the final layer only
-                    losses.update({f"{k}_{i - 1}": v for k, v in out.items() if k.startswith("loss_")})
+            losses.update(self.layers_losses(layers, checked, state))
             if outputs.get("piloted") is not None:
                 losses.update(self.piloted_losses(outputs["piloted"], checked, state))
             if hybrid:
@@ -507,12 +502,20 @@ class SetCriterion(nn.Module):
         is discarded at inference, so the main queries stay one-to-one. Keys ``<loss>_hy`` and
         ``<loss>_hy_<i>``, weighted like the main losses."""
         group_targets, state = self.one_to_many(layers, targets)
-        out = {}
+        return self.layers_losses(layers, group_targets, state, HYBRID_SUFFIX)
+
+    def layers_losses(self, layers: Sequence[Dict], targets: Sequence[Dict], state: Dict,
+                      tag: str = "") -> Dict[str, Tensor]:
+        """:meth:`layer_losses` of every layer (final first), keyed ``<loss><tag>`` for the final
+        layer and ``<loss><tag>_<i>`` for ``aux_outputs[i]``; the final layer's statistics are
+        kept for the main queries only (``tag`` empty)."""
+        losses: Dict[str, Tensor] = {}
         for i, layer in enumerate(layers):
-            res = self.layer_losses(layer, group_targets, state, i)
-            suffix = HYBRID_SUFFIX + ("" if i == 0 else f"_{i - 1}")
-            out.update({f"{k}{suffix}": v for k, v in res.items() if k.startswith("loss_")})
-        return out
+            out = self.layer_losses(layer, targets, state, i)
+            suffix = tag if i == 0 else f"{tag}_{i - 1}"
+            keep_stats = i == 0 and not tag
+            losses.update({f"{k}{suffix}": v for k, v in out.items() if keep_stats or k.startswith("loss_")})
+        return losses
 
     def one_to_many(self, layers: Sequence[Dict], targets: Sequence[Dict]) -> Tuple[List[Dict], Dict]:
         """(targets, state) of the hybrid group. For a matcher (default): every instance repeated

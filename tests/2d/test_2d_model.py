@@ -385,6 +385,13 @@ def _targets_for(images, k_per_image, num_classes, seed=0):
              "masks": torch.rand(k, h, w, generator=g) > 0.7} for k in k_per_image]
 
 
+def _assert_same_predictions(a, b):
+    """Equal class and mask logits in the final layer and every auxiliary one."""
+    for x, y in zip([a] + a["aux_outputs"], [b] + b["aux_outputs"]):
+        assert torch.allclose(x["pred_logits"], y["pred_logits"], atol=1e-5)
+        assert torch.allclose(x["pred_masks"], y["pred_masks"], atol=1e-4)
+
+
 def test_piloted_queries_leave_the_ordinary_outputs_unchanged():
     """Mask-piloted queries (training only) are invisible to the ordinary queries: the ordinary
     predictions equal those without them; the piloted ones come back per target, padded."""
@@ -399,9 +406,7 @@ def test_piloted_queries_leave_the_ordinary_outputs_unchanged():
         plain = model.sem_seg_head(feats)
         piloted = model.sem_seg_head(feats, targets=targets)
     assert "piloted" not in plain
-    for a, b in zip([plain] + plain["aux_outputs"], [piloted] + piloted["aux_outputs"]):
-        assert torch.allclose(a["pred_logits"], b["pred_logits"], atol=1e-5)
-        assert torch.allclose(a["pred_masks"], b["pred_masks"], atol=1e-4)
+    _assert_same_predictions(plain, piloted)
     p = piloted["piloted"]
     assert p["pred_logits"].shape == (2, 3, 10) and p["pred_masks"].shape[:2] == (2, 3)
     assert len(p["aux_outputs"]) == len(plain["aux_outputs"])
@@ -454,13 +459,8 @@ def test_hybrid_group_leaves_the_main_outputs_unchanged():
         both = model.sem_seg_head(feats, targets=targets)
         torch.manual_seed(1)
         ref = plain.sem_seg_head(feats, targets=targets)
-    for a, b in zip([both] + both["aux_outputs"], [ref] + ref["aux_outputs"]):
-        assert torch.allclose(a["pred_logits"], b["pred_logits"], atol=1e-5)
-        assert torch.allclose(a["pred_masks"], b["pred_masks"], atol=1e-4)
-    pa, pb = both["piloted"], ref["piloted"]
-    for a, b in zip([pa] + pa["aux_outputs"], [pb] + pb["aux_outputs"]):
-        assert torch.allclose(a["pred_logits"], b["pred_logits"], atol=1e-5)
-        assert torch.allclose(a["pred_masks"], b["pred_masks"], atol=1e-4)
+    _assert_same_predictions(both, ref)
+    _assert_same_predictions(both["piloted"], ref["piloted"])
     g = both["hybrid"]
     assert g["pred_logits"].shape == (2, 7, 10) and g["pred_masks"].shape[:2] == (2, 7)
     assert len(g["aux_outputs"]) == len(ref["aux_outputs"])
