@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """How the criteria's cost grows with queries Q and instances K (one decoder layer, points fixed).
 
-For every (Q, K) on the grid, ``hungarian`` and ``ot`` each run forward + backward in a
-process of their own (so the peak memory is that point's alone); Hungarian's time is split
-into the cost matrix, ``linear_sum_assignment`` and the losses.  Writes a JSON with every
-point and the growth exponents (least-squares slope of log time against log Q at each K, and
-against log K at each Q), and a PNG of time against Q.
+For every (Q, K) on the grid, ``hungarian``, ``ot`` (the core's defaults) and ``ot-3d`` (the 3D
+plugin's near-hard plan) each run forward + backward in a process of their own (so the peak
+memory is that point's alone); Hungarian's time is split into the cost matrix,
+``linear_sum_assignment`` and the losses.  Writes a JSON with every point and the growth
+exponents (least-squares slope of log time against log Q at each K, and against log K at each
+Q), and a PNG of time against Q.
 
     python tools/scaling_study.py --out-dir scaling                      # full grid, 2 threads
     python tools/scaling_study.py --queries 50 400 --instances 5 20 --points 2000 --repeats 1
@@ -17,6 +18,7 @@ over every point, see docs/results.md for a measured run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -26,9 +28,26 @@ import subprocess
 import sys
 import time
 
+
+def _point_options() -> dict:
+    """benchmark_criterion.py's POINT_OPTIONS (read from its file: scripts are not a package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark_criterion.py")
+    spec = importlib.util.spec_from_file_location("_benchmark_criterion_options", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.POINT_OPTIONS
+
+
+POINT_OPTIONS = _point_options()
+
 QUERIES = [50, 100, 200, 400, 800, 1600, 3200]
 INSTANCES = [5, 20, 100, 300]
-CRITERIA = ["hungarian", "ot"]
+CRITERIA = ["hungarian", "ot", "ot-3d"]
+#: criterion names of the study -> (registered criterion, options): ``ot`` with the core's defaults
+#: (what the 2D configs start from), ``ot-3d`` with the 3D plugin's near-hard plan (300 Sinkhorn
+#: iterations at epsilon 0.002), the settings benchmark_criterion.py times at the S3DIS case
+PRESETS = {"hungarian": ("hungarian", {}), "ot": ("ot", {}), "ot-3d": ("ot", POINT_OPTIONS["ot"])}
+STYLES = {"hungarian": "o-", "ot": "s-", "ot-3d": "^-"}
 
 
 def measure(criterion: str, q: int, k: int, points: int, repeats: int, threads: int, seed: int = 0) -> dict:
@@ -45,7 +64,8 @@ def measure(criterion: str, q: int, k: int, points: int, repeats: int, threads: 
     targets = [{"labels": torch.randint(0, c, (k,), generator=g), "masks": owner[None] == torch.arange(k)[:, None]}]
     logits = torch.randn(1, q, c + 1, generator=g).requires_grad_()
     masks = (torch.randn(1, q, points, generator=g) * 3).requires_grad_()
-    crit = build_criterion(criterion, num_classes=c, deep_supervision=False)
+    name, options = PRESETS[criterion]
+    crit = build_criterion(name, num_classes=c, deep_supervision=False, **options)
     split = {"assignment": 0.0, "match": 0.0}
     if criterion == "hungarian":  # time the solver and the whole matching inside the criterion
         solve, match = core.linear_assignment, crit.match
@@ -75,7 +95,8 @@ def measure(criterion: str, q: int, k: int, points: int, repeats: int, threads: 
         if i:
             rows.append((total, split["match"], split["assignment"]))
     med = lambda j: 1000 * statistics.median(r[j] for r in rows)  # noqa: E731
-    out = {"criterion": criterion, "Q": q, "K": k, "P": points, "threads": threads, "repeats": repeats,
+    out = {"criterion": criterion, "options": options, "Q": q, "K": k, "P": points, "threads": threads,
+           "repeats": repeats,
            "ms": round(med(0), 2),
            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base, 1)}
     if criterion == "hungarian":
@@ -96,6 +117,8 @@ def exponents(results: list) -> dict:
     out = {}
     for crit in CRITERIA:
         rows = [r for r in results if r["criterion"] == crit]
+        if not rows:
+            continue
         for key in ["ms"] + (["cost_matrix_ms", "assignment_ms", "losses_ms"] if crit == "hungarian" else []):
             by_k, by_q = {}, {}
             for k in sorted({r["K"] for r in rows}):
@@ -119,7 +142,7 @@ def plot(results: list, path: str) -> None:
     ks = sorted({r["K"] for r in results})
     fig, axes = plt.subplots(1, len(ks), figsize=(4 * len(ks), 3.6), squeeze=False, sharey=True)
     for ax, k in zip(axes[0], ks):
-        for crit, style in (("hungarian", "o-"), ("ot", "s-")):
+        for crit, style in STYLES.items():
             pts = sorted((r["Q"], r["ms"]) for r in results if r["criterion"] == crit and r["K"] == k)
             if pts:
                 ax.plot(*zip(*pts), style, label=crit)
@@ -142,6 +165,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--queries", type=int, nargs="+", default=QUERIES)
     ap.add_argument("--instances", type=int, nargs="+", default=INSTANCES)
+    ap.add_argument("--criteria", nargs="+", choices=CRITERIA, default=CRITERIA,
+                    help="ot: the core's defaults; ot-3d: the 3D plugin's near-hard plan")
     ap.add_argument("--points", type=int, default=8000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -170,7 +195,7 @@ def main() -> None:
     results = []
     for k in args.instances:
         for q in args.queries:
-            for crit in CRITERIA:
+            for crit in args.criteria:
                 if (crit, q, k) in done:
                     results.append(done[(crit, q, k)])
                     continue

@@ -16,6 +16,10 @@ def test_measure_splits_hungarian_time_and_fits_exponents():
     assert all(abs(r["cost_matrix_ms"] + r["assignment_ms"] + r["losses_ms"] - r["ms"]) < 0.05 for r in hung)
     exp = study.exponents(rows)
     assert set(exp["ot/ms"]["in_Q_at_K"]) == {"2", "6"} and set(exp["hungarian/ms"]["in_K_at_Q"]) == {"8", "32"}
+    # the 3D preset is the plugin's near-hard plan, as the S3DIS case of benchmark_criterion.py times it
+    three_d = study.measure("ot-3d", 8, 2, points=300, repeats=1, threads=1)
+    assert three_d["options"] == study.POINT_OPTIONS["ot"] and three_d["options"]["sinkhorn_iters"] == 300
+    assert rows[-1]["options"] == {}
     # the slope of an exact power law is its exponent
     assert abs(study.slope([1, 2, 4, 8], [3, 12, 48, 192]) - 2.0) < 1e-9
 
@@ -26,7 +30,8 @@ def test_cli_writes_json_and_png_and_reuses_points(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     with open(tmp_path / "scaling.json") as f:
         first = json.load(f)
-    assert len(first["points"]) == 2 and "ot/ms" in first["growth_exponents"]
+    assert [p["criterion"] for p in first["points"]] == ["hungarian", "ot", "ot-3d"]
+    assert "ot/ms" in first["growth_exponents"] and "ot-3d/ms" in first["growth_exponents"]
     assert (tmp_path / "scaling.png").stat().st_size > 5000
     proc = subprocess.run(cmd + ["--reuse"], check=True, capture_output=True, text=True, cwd=ROOT)
     assert '"criterion"' not in proc.stdout  # every point came from the JSON
