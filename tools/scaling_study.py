@@ -42,11 +42,11 @@ POINT_OPTIONS = _point_options()
 
 QUERIES = [50, 100, 200, 400, 800, 1600, 3200]
 INSTANCES = [5, 20, 100, 300]
-CRITERIA = ["hungarian", "ot", "ot-3d"]
 #: criterion names of the study -> (registered criterion, options): ``ot`` with the core's defaults
 #: (what the 2D configs start from), ``ot-3d`` with the 3D plugin's near-hard plan (300 Sinkhorn
 #: iterations at epsilon 0.002), the settings benchmark_criterion.py times at the S3DIS case
 PRESETS = {"hungarian": ("hungarian", {}), "ot": ("ot", {}), "ot-3d": ("ot", POINT_OPTIONS["ot"])}
+CRITERIA = list(PRESETS)
 STYLES = {"hungarian": "o-", "ot": "s-", "ot-3d": "^-"}
 
 
@@ -96,8 +96,7 @@ def measure(criterion: str, q: int, k: int, points: int, repeats: int, threads: 
             rows.append((total, split["match"], split["assignment"]))
     med = lambda j: 1000 * statistics.median(r[j] for r in rows)  # noqa: E731
     out = {"criterion": criterion, "options": options, "Q": q, "K": k, "P": points, "threads": threads,
-           "repeats": repeats,
-           "ms": round(med(0), 2),
+           "repeats": repeats, "ms": round(med(0), 2),
            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base, 1)}
     if criterion == "hungarian":
         out.update(cost_matrix_ms=round(med(1) - med(2), 2), assignment_ms=round(med(2), 2),
