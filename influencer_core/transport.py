@@ -148,15 +148,18 @@ def _scaling(big, col_ok, log_row, log_col, epsilon, iters, warm, eps_start_t, r
     keep = col_ok[:, :, None].float()
     f = torch.zeros(b, 1, q, device=big.device)
     g = torch.zeros(b, k1, 1, device=big.device)
+    # epsilon of every warm-up iteration at once (the geometric schedule), indexed per step
+    eps_all = eps_start_t * torch.exp(ratio * torch.arange(warm, device=big.device) / max(warm, 1))
     it = 0
-    while it < warm:  # epsilon of a step: the geometric schedule at its first iteration
+    while it < warm:  # epsilon of a step: the schedule at its first iteration
         n = min(block, warm - it)
-        eps = eps_start_t * torch.exp(ratio * (it / warm))
+        eps = eps_all[it]
         if it + n >= iters:  # no iteration left at the final epsilon
             return _scaled_steps(big, keep, row, col, f, g, eps, n, plan=True)
         f, g = _scaled_steps(big, keep, row, col, f, g, eps, n)
         it += n
-    return _scaled_steps(big, keep, row, col, f, g, epsilon, iters - it, plan=True)
+    eps_final = torch.full((), epsilon, device=big.device)
+    return _scaled_steps(big, keep, row, col, f, g, eps_final, iters - it, plan=True)
 
 
 def _scaled_steps(big, keep, row, col, f, g, eps, n, plan=False):
@@ -170,17 +173,18 @@ def _scaled_steps(big, keep, row, col, f, g, eps, n, plan=False):
         m = min(ABSORB_EVERY, n - done)
         # the kernel with the duals absorbed: near the plan, so its entries stay in [exp(-80), Q]
         kernel = (g + f - big).div_(eps).clamp_(min=_EXP_FLOOR).exp_().mul_(keep)  # [B, K+1, Q]
-        kernel_t = kernel.transpose(1, 2).contiguous()
-        v = torch.ones(b, 1, k1, device=big.device)
-        u = row
-        for _ in range(m):
-            u = row / torch.bmm(v, kernel).clamp_(min=_TINY)  # [B, 1, Q]
-            v = col / torch.bmm(u, kernel_t).clamp_(min=_TINY)  # [B, 1, K+1]
+        kernel_t = kernel.transpose(1, 2)
+        # the first u from v = 1 is a column sum: no product needed
+        u = row / kernel.sum(1, keepdim=True).clamp_(min=_TINY)  # [B, 1, Q]
+        v = col / torch.bmm(u, kernel_t).clamp_(min=_TINY)  # [B, 1, K+1]
+        for _ in range(m - 1):
+            u = row / torch.bmm(v, kernel).clamp_(min=_TINY)
+            v = col / torch.bmm(u, kernel_t).clamp_(min=_TINY)
         done += m
         if plan and done >= n:
-            return kernel_t * u.transpose(1, 2) * v
-        f = f + eps * u.clamp(min=_TINY).log()
-        g = g + eps * v.clamp(min=_TINY).log().transpose(1, 2)
+            return (kernel_t * u.transpose(1, 2) * v).contiguous()
+        f = torch.addcmul(f, eps, u.clamp(min=_TINY).log_())
+        g = torch.addcmul(g, eps, v.clamp(min=_TINY).log_().transpose(1, 2))
         if done >= n:
             return f, g
 

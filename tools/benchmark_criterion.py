@@ -8,6 +8,7 @@ runs in its own process so peak memory is that case's alone.
     python tools/benchmark_criterion.py --cases coco-k7 --repeats 3
     python tools/benchmark_criterion.py --device cuda --json-out bench.json
     python tools/benchmark_criterion.py --check-overhead     # cost of the input value checks
+    python tools/benchmark_criterion.py --rounds 3           # criteria in turn, 3 times (drift hits all)
     python tools/benchmark_criterion.py --upstream-mask2former ~/src/Mask2Former \
         --upstream-oneformer3d ~/src/oneformer3d                # upstream's criteria beside ours
 
@@ -137,6 +138,17 @@ def run_single(criterion: str, case_name: str, device: str, repeats: int, warmup
     }
 
 
+def merge_rounds(runs: list) -> dict:
+    """One result from the rounds of one (criterion, case): median of the rounds' medians, min of
+    their minima, max of their peaks; ``round_medians_ms`` keeps every round's median."""
+    out = dict(runs[0])
+    if len(runs) > 1:
+        meds = [r["median_ms"] for r in runs]
+        out.update(median_ms=round(statistics.median(meds), 1), min_ms=min(r["min_ms"] for r in runs),
+                   peak_mem_mb=max(r["peak_mem_mb"] for r in runs), rounds=len(runs), round_medians_ms=meds)
+    return out
+
+
 def run_check_overhead(criterion: str, case_name: str, device: str, repeats: int, warmup: int, threads: int) -> dict:
     """Cost of the value checks: the criterion with ``check_values`` on and off, calls
     alternating A B A B on the same inputs (machine noise hits both), median ms of each."""
@@ -192,6 +204,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every case's criteria this many times in turn (A B A B ...): machine drift "
+                         "then hits all of them; the reported median is the median of the rounds' medians")
     ap.add_argument("--json-out", default=None, help="also write all results to this file")
     ap.add_argument("--check-overhead", action="store_true",
                     help="instead: time each criterion with its value checks on and off (check_values), alternating")
@@ -225,10 +240,15 @@ def main() -> None:
             ap.error(f"--{name} {root}: not a {UPSTREAM[name][0]} checkout (it lacks {', '.join(lacking)})")
     if roots and args.check_overhead:
         ap.error("--check-overhead times our criteria only; drop the --upstream-* options")
+    if args.rounds < 1:
+        ap.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.rounds > 1 and args.check_overhead:
+        ap.error("--check-overhead alternates within one process already; drop --rounds")
     results = []
     for case in args.cases:
         extra = [name for name in roots if case in UPSTREAM[name][2]]
-        for crit in criteria + extra:
+        rounds = {}
+        for crit in [c for _ in range(args.rounds) for c in criteria + extra]:
             cmd = [sys.executable, os.path.abspath(__file__), "--single", crit, case, "--device", args.device,
                    "--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
             cmd += ["--check-overhead"] if args.check_overhead else []
@@ -240,9 +260,13 @@ def main() -> None:
                 sys.stderr.write(proc.stderr)
                 raise SystemExit(f"benchmark of {crit} on {case} failed")
             res = json.loads(proc.stdout.strip().splitlines()[-1])
-            results.append(res)
             if args.check_overhead:
+                results.append(res)
                 print(json.dumps(res), flush=True)
+            else:
+                rounds.setdefault(crit, []).append(res)
+        for crit, runs in rounds.items():
+            results.append(merge_rounds(runs))
         if args.check_overhead:
             continue
         hung = next((r for r in results if r["case"] == case and r["criterion"] == "hungarian"), None)
@@ -251,6 +275,10 @@ def main() -> None:
             if r["case"] == case:
                 r["speedup_vs_hungarian"] = round(hung["median_ms"] / r["median_ms"], 2) if hung else None
                 r["speedup_vs_upstream"] = round(up["median_ms"] / r["median_ms"], 2) if up else None
+                for name, ref in (("hungarian", hung), ("upstream", up)):
+                    if ref is not None and "round_medians_ms" in r:  # the ratio within each round
+                        r[f"round_speedups_vs_{name}"] = [round(a / b, 2) for a, b in
+                                                          zip(ref["round_medians_ms"], r["round_medians_ms"])]
                 if "_printed" not in r:
                     print(json.dumps(r), flush=True)
                     r["_printed"] = True
